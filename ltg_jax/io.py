@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -51,6 +52,30 @@ def to_jsonable(value: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Writes `obj` as indented JSON atomically."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Reads one JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def atomic_save_npz(path: str | os.PathLike, compress: bool = False, **arrays: np.ndarray) -> Path:
+    """Saves arrays as an .npz atomically (zlib-compressed if `compress`)."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Moves a fully written `staging` folder to `final`, replacing an older one."""
+    staging, final = Path(staging), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

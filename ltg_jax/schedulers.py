@@ -1,9 +1,12 @@
-"""DDIM as pure functions over f32 tables, matching diffusers' `DDIMScheduler`.
+"""DDIM and DPM-Solver++(2M) as pure functions over f32 tables, matching diffusers.
 
-`ddim_schedule` turns a diffusers `scheduler_config.json` dict into a `DDIMSchedule` pytree
-(tables indexed by the step index `i = 0 .. S-1`, noisiest first) that a `lax.scan` can
-carry or close over; `ddim_step` is the update for one step. Tables are built in numpy f32
-with the same operations as diffusers so timesteps and ᾱ agree with it exactly.
+`ddim_schedule` / `dpm_schedule` turn a diffusers `scheduler_config.json` dict into a schedule
+pytree (tables indexed by the step index `i = 0 .. S-1`, noisiest first) that a `lax.scan`
+can carry or close over. Both share the fields the guidance step needs (`timesteps`,
+`alpha_t` = ᾱ at step i, `alpha_prev` = ᾱ after it, `prediction_type`), and the generic
+`solver_step(schedule, x0, eps, i, z, state, noise, eta)` advances either (DPM-Solver++ carries
+the previous ẑ0 as its state). Tables are built in numpy with the same operations as
+diffusers, so timesteps and ᾱ agree with it exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+SOLVERS = ("ddim", "dpmsolver++")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -128,7 +132,9 @@ def ddim_timesteps(config: Mapping[str, Any], num_inference_steps: int) -> np.nd
     if spacing == "trailing":
         ratio = n_train / s
         return np.round(np.arange(n_train, 0, -ratio)).astype(np.int64) - 1
-    raise ValueError(f"timestep_spacing {spacing!r} is not supported; use one of {TIMESTEP_SPACINGS}")
+    raise ValueError(
+        f"timestep_spacing {spacing!r} is not supported; use one of {TIMESTEP_SPACINGS}"
+    )
 
 
 def ddim_schedule(
@@ -162,6 +168,144 @@ def ddim_schedule(
         clip_sample=bool(cfg["clip_sample"]) if clip_sample is None else bool(clip_sample),
         clip_sample_range=float(cfg["clip_sample_range"]),
     )
+
+
+# DPMSolverMultistepScheduler.__init__ defaults (the ones we support).
+DPM_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in DDIM_DEFAULTS.items() if k not in ("clip_sample", "set_alpha_to_one")},
+    "timestep_spacing": "linspace",
+    "solver_order": 2,
+    "algorithm_type": "dpmsolver++",
+    "solver_type": "midpoint",
+    "lower_order_final": True,
+    "euler_at_final": False,
+    "final_sigmas_type": "zero",
+    "lambda_min_clipped": -math.inf,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "use_lu_lambdas": False,
+    "use_flow_sigmas": False,
+    "variance_type": None,
+}
+
+
+@flax.struct.dataclass
+class DPMSchedule:
+    """Per-step DPM-Solver++ (multistep, order ≤ 2) tables plus static switches."""
+
+    timesteps: jax.Array  # [S] int32
+    sigmas: jax.Array  # [S+1] f32, σ = √((1−ᾱ)/ᾱ) at each step, then the final σ
+    alpha_t: jax.Array  # [S] f32, ᾱ = 1/(σ_i²+1) at step i (for Tweedie and re-noising)
+    alpha_prev: jax.Array  # [S] f32, ᾱ at σ_{i+1}
+    first_order: jax.Array  # [S] bool, steps that take the first-order (DDIM-like) update
+    alphas_cumprod: jax.Array  # [T] f32
+    prediction_type: str = flax.struct.field(pytree_node=False, default="epsilon")
+    heun: bool = flax.struct.field(pytree_node=False, default=False)  # solver_type
+    clip_sample: bool = flax.struct.field(pytree_node=False, default=False)  # never for DPM
+    clip_sample_range: float = flax.struct.field(pytree_node=False, default=1.0)
+
+    @property
+    def num_steps(self) -> int:
+        """Number of inference steps S."""
+        return int(self.timesteps.shape[0])
+
+
+def _dpm_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Config with DPM defaults, rejecting the variants we do not implement."""
+    cfg = {**DPM_DEFAULTS, **dict(config)}
+    unsupported = {
+        "algorithm_type": ("dpmsolver++",),
+        "solver_order": (1, 2),
+        "solver_type": ("midpoint", "heun"),
+        "final_sigmas_type": ("zero", "sigma_min"),
+        "use_karras_sigmas": (False,),
+        "use_exponential_sigmas": (False,),
+        "use_beta_sigmas": (False,),
+        "use_lu_lambdas": (False,),
+        "use_flow_sigmas": (False,),
+        "variance_type": (None,),
+        "thresholding": (False,),
+        "prediction_type": PREDICTION_TYPES,
+    }
+    for key, allowed in unsupported.items():
+        if cfg[key] not in allowed:
+            raise ValueError(
+                f"DPM-Solver {key}={cfg[key]!r} is not supported; use one of {allowed}"
+            )
+    if cfg["lambda_min_clipped"] != -math.inf:
+        raise ValueError("DPM-Solver lambda_min_clipped must be -inf (the default)")
+    return cfg
+
+
+def dpm_timesteps(config: Mapping[str, Any], num_inference_steps: int) -> np.ndarray:
+    """Inference timesteps [S] int64, as `DPMSolverMultistepScheduler.set_timesteps`."""
+    cfg = _dpm_config(config)
+    n_train, s = int(cfg["num_train_timesteps"]), int(num_inference_steps)
+    if not 1 <= s <= n_train:
+        raise ValueError(f"num_inference_steps={s} must be in [1, num_train_timesteps={n_train}]")
+    last = n_train  # no lambda_min_clipped clipping
+    spacing = cfg["timestep_spacing"]
+    if spacing == "linspace":
+        return np.linspace(0, last - 1, s + 1).round()[::-1][:-1].copy().astype(np.int64)
+    if spacing == "leading":
+        ratio = last // (s + 1)
+        ts = (np.arange(0, s + 1) * ratio).round()[::-1][:-1].copy().astype(np.int64)
+        return ts + int(cfg["steps_offset"])
+    if spacing == "trailing":
+        ratio = n_train / s
+        return np.arange(last, 0, -ratio).round().copy().astype(np.int64) - 1
+    raise ValueError(
+        f"timestep_spacing {spacing!r} is not supported; use one of {TIMESTEP_SPACINGS}"
+    )
+
+
+def dpm_schedule(config: Mapping[str, Any], num_inference_steps: int) -> DPMSchedule:
+    """DPM-Solver++(2M) tables for S steps from a diffusers scheduler config dict."""
+    cfg = _dpm_config(config)
+    acp = alphas_cumprod_from_config(cfg)
+    ts = dpm_timesteps(cfg, num_inference_steps)
+    s = len(ts)
+    sigma_table = ((np.float32(1) - acp) / acp) ** np.float32(0.5)  # f32, as torch
+    last = sigma_table[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+    sigmas = np.concatenate([sigma_table[ts], [last]]).astype(np.float32)
+    alpha_bar = (np.float32(1) / (sigmas**2 + np.float32(1))).astype(np.float32)
+    # diffusers' lower-order rules: first step has no history; the final step is Euler when
+    # it lands on σ = 0 (or for short schedules with lower_order_final).
+    first = np.zeros(s, bool)
+    first[0] = True
+    first[-1] |= (
+        cfg["euler_at_final"]
+        or (cfg["lower_order_final"] and s < 15)
+        or cfg["final_sigmas_type"] == "zero"
+    )
+    if int(cfg["solver_order"]) == 1:
+        first[:] = True
+    return DPMSchedule(
+        timesteps=jnp.asarray(ts, jnp.int32),
+        sigmas=jnp.asarray(sigmas),
+        alpha_t=jnp.asarray(alpha_bar[:-1]),
+        alpha_prev=jnp.asarray(alpha_bar[1:]),
+        first_order=jnp.asarray(first),
+        alphas_cumprod=jnp.asarray(acp),
+        prediction_type=cfg["prediction_type"],
+        heun=cfg["solver_type"] == "heun",
+    )
+
+
+def make_schedule(
+    config: Mapping[str, Any], num_inference_steps: int, solver: str = "ddim"
+) -> DDIMSchedule | DPMSchedule:
+    """Schedule of the named solver ("ddim" or "dpmsolver++") from a diffusers config dict.
+
+    Keys the solver does not use (another scheduler's, e.g. PNDM's `skip_prk_steps`) are
+    ignored, like diffusers' `Scheduler.from_config`.
+    """
+    if solver == "ddim":
+        return ddim_schedule(config, num_inference_steps)
+    if solver == "dpmsolver++":
+        return dpm_schedule(config, num_inference_steps)
+    raise ValueError(f"solver {solver!r} is not supported; use one of {SOLVERS}")
 
 
 def tweedie_x0(sample: jax.Array, eps: jax.Array, alpha_t: jax.Array) -> jax.Array:
@@ -203,13 +347,18 @@ def ddim_update(
     return prev
 
 
-def step_alphas(schedule: DDIMSchedule, step_index: jax.Array | int) -> tuple[jax.Array, jax.Array]:
+def step_alphas(
+    schedule: DDIMSchedule | DPMSchedule, step_index: jax.Array | int
+) -> tuple[jax.Array, jax.Array]:
     """(ᾱ_t, ᾱ_prev) for step i (scalars, f32)."""
     return schedule.alpha_t[step_index], schedule.alpha_prev[step_index]
 
 
 def model_output_to_x0_eps(
-    schedule: DDIMSchedule, model_output: jax.Array, step_index: jax.Array | int, sample: jax.Array
+    schedule: DDIMSchedule | DPMSchedule,
+    model_output: jax.Array,
+    step_index: jax.Array | int,
+    sample: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
     """(ẑ0, ε) for step i, with diffusers' optional clipping of ẑ0 (ε not re-derived)."""
     alpha_t, _ = step_alphas(schedule, step_index)
@@ -257,3 +406,56 @@ def get_velocity(
     a = alphas_cumprod[timesteps].astype(x0.dtype)
     a = a.reshape(a.shape + (1,) * (x0.ndim - a.ndim))
     return a**0.5 * noise - (1 - a) ** 0.5 * x0
+
+
+def _dpm_alpha_sigma_lambda(sigma: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(α, σ_t, λ = log α − log σ_t) from the VE sigma, as diffusers (f32)."""
+    alpha = 1 / (sigma**2 + 1) ** 0.5
+    sigma_t = sigma * alpha
+    return alpha, sigma_t, jnp.log(alpha) - jnp.log(sigma_t)
+
+
+def dpm_update(
+    schedule: DPMSchedule,
+    x0: jax.Array,
+    step_index: jax.Array | int,
+    sample: jax.Array,
+    prev_x0: jax.Array,
+) -> jax.Array:
+    """DPM-Solver++ multistep update from ẑ0 at step i and ẑ0 of step i−1 (order 1 or 2)."""
+    i = step_index
+    alpha_t, sigma_t, lambda_t = _dpm_alpha_sigma_lambda(schedule.sigmas[i + 1])
+    _, sigma_s0, lambda_s0 = _dpm_alpha_sigma_lambda(schedule.sigmas[i])
+    _, _, lambda_s1 = _dpm_alpha_sigma_lambda(schedule.sigmas[jnp.maximum(i - 1, 0)])
+    h = lambda_t - lambda_s0
+    first = schedule.first_order[i]
+    # At the final σ = 0, h = inf and exp(-h) = 0: the update returns ẑ0, as in diffusers.
+    expm = jnp.exp(-h) - 1.0
+    base = (sigma_t / sigma_s0) * sample - (alpha_t * expm) * x0
+    # Second-order correction; r0 is made safe where the step is first order (no history).
+    r0 = jnp.where(first, 1.0, (lambda_s0 - lambda_s1) / h)
+    d1 = (1.0 / r0) * (x0 - prev_x0)
+    coef = alpha_t * (expm / h + 1.0) if schedule.heun else -0.5 * (alpha_t * expm)
+    return jnp.where(first, base, base + coef * d1)
+
+
+def init_solver_state(schedule: DDIMSchedule | DPMSchedule, sample: jax.Array) -> Any:
+    """Initial solver state: () for DDIM, the previous ẑ0 (zeros) for DPM-Solver++."""
+    return jnp.zeros_like(sample) if isinstance(schedule, DPMSchedule) else ()
+
+
+def solver_step(
+    schedule: DDIMSchedule | DPMSchedule,
+    x0: jax.Array,
+    eps: jax.Array,
+    step_index: jax.Array | int,
+    sample: jax.Array,
+    state: Any,
+    noise: jax.Array | None = None,
+    eta: float | jax.Array = 0.0,
+) -> tuple[jax.Array, Any]:
+    """(z_{t−1}, new state) from (ẑ0, ε) at step i, for either solver (DPM ignores ε, η)."""
+    if isinstance(schedule, DPMSchedule):
+        return dpm_update(schedule, x0, step_index, sample, state), x0
+    alpha_t, alpha_prev = step_alphas(schedule, step_index)
+    return ddim_update(x0, eps, alpha_t, alpha_prev, noise, eta), state

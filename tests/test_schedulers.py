@@ -96,3 +96,44 @@ def test_bad_config_is_rejected():
         schedulers.ddim_schedule({"prediction_type": "sample"}, 10)
     with pytest.raises(ValueError, match="num_inference_steps"):
         schedulers.ddim_schedule({"num_train_timesteps": 10}, 11)
+
+
+DPM_CASES = sorted(META["dpm_cases"])
+
+
+def _dpm(name: str) -> schedulers.DPMSchedule:
+    case = META["dpm_cases"][name]
+    return schedulers.make_schedule(case["config"], case["num_inference_steps"], "dpmsolver++")
+
+
+@pytest.mark.parametrize("name", DPM_CASES)
+def test_dpm_solver_matches_diffusers(name, golden):
+    s = _dpm(name)
+    np.testing.assert_array_equal(np.asarray(s.timesteps), golden[f"{name}/timesteps"])
+    np.testing.assert_allclose(s.sigmas, golden[f"{name}/sigmas"], rtol=1e-6)
+    samples, outputs = golden[f"{name}/samples"], golden[f"{name}/model_outputs"]
+
+    @jax.jit
+    def all_steps(samples, outputs):
+        # diffusers' history at step i is ẑ0 of step i-1's inputs (zeros before the first).
+        def one(i, x, m, x_before, m_before):
+            x0, eps = schedulers.model_output_to_x0_eps(s, m, i, x)
+            prev_i = jnp.maximum(i - 1, 0)
+            hist = schedulers.model_output_to_x0_eps(s, m_before, prev_i, x_before)[0]
+            return schedulers.solver_step(s, x0, eps, i, x, hist)[0]
+
+        before = lambda a: jnp.concatenate([a[:1], a[:-1]])
+        idx = jnp.arange(s.num_steps)
+        return jax.vmap(one)(idx, samples, outputs, before(samples), before(outputs))
+
+    prev = all_steps(samples, outputs)
+    np.testing.assert_allclose(prev, golden[f"{name}/prev"], atol=TOL, rtol=TOL)
+
+
+def test_dpm_rejects_unsupported_variants():
+    with pytest.raises(ValueError, match="use_karras_sigmas"):
+        schedulers.make_schedule({"use_karras_sigmas": True}, 10, "dpmsolver++")
+    with pytest.raises(ValueError, match="solver_order"):
+        schedulers.make_schedule({"solver_order": 3}, 10, "dpmsolver++")
+    with pytest.raises(ValueError, match="solver"):
+        schedulers.make_schedule({}, 10, "euler")

@@ -9,13 +9,12 @@ takes 100 further images per class, and the test split is the official 10,000 im
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 
 from ltg_jax.data import fashion_mnist
-from ltg_jax.io import atomic_write_bytes
+from ltg_jax.io import atomic_save_npz
 
 
 def main() -> None:
@@ -24,9 +23,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(fashion_mnist.SHIPPED_NPZ))
     args = parser.parse_args()
     arrays = fashion_mnist.build_long_tail_arrays(fashion_mnist.load_originals(args.source_dir))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(args.out, buffer.getvalue())
+    atomic_save_npz(args.out, compress=True, **arrays)
     sizes = {s: arrays[f"{s}_labels"].size for s in ("train", "validation", "test")}
     counts = np.bincount(arrays["train_labels"], minlength=fashion_mnist.NUM_CLASSES)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB): {sizes}")

@@ -172,7 +172,9 @@ def build_folder(variant: str, folder: pathlib.Path, seed: int) -> None:
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
-    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2, sort_keys=True))
+    (folder / "model_index.json").write_text(
+        json.dumps(model_index, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def fixed_inputs(seed: int = 0) -> dict[str, np.ndarray]:
@@ -194,7 +196,9 @@ def reference_outputs(folder: pathlib.Path, inputs: dict[str, np.ndarray]) -> di
 
     nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
     nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1).astype(np.float32)
-    variant = "fp16" if (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists() else None
+    variant = (
+        "fp16" if (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists() else None
+    )
     f32 = torch.float32  # half-stored weights are upcast: the goldens are float32 compute
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", variant=variant, torch_dtype=f32)
     vae = AutoencoderKL.from_pretrained(folder / "vae", variant=variant, torch_dtype=f32)

@@ -1,4 +1,4 @@
-"""Golden scheduler fixtures from diffusers (PyTorch) for tests/test_schedulers.py.
+"""Golden DDIM and DPM-Solver++ fixtures from diffusers (PyTorch) for tests/test_schedulers.py.
 
 Run where torch and diffusers are installed (the `reference` extra):
     python tools/scheduler_fixtures.py            # writes tests/fixtures/schedulers.{npz,json}
@@ -76,7 +76,76 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _case_arrays(name: str, case: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+# DPM-Solver++(2M) cases: (short schedule, σ -> 0) and (long schedule, σ_min, heun, v).
+DPM_CASES: dict[str, dict[str, Any]] = {
+    "dpm_sd_linspace_eps": {
+        "config": {
+            "num_train_timesteps": 1000,
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "prediction_type": "epsilon",
+            "solver_order": 2,
+            "algorithm_type": "dpmsolver++",
+            "lower_order_final": True,
+        },
+        "num_inference_steps": 8,
+    },
+    "dpm_trailing_v_heun_sigma_min": {
+        "config": {
+            "num_train_timesteps": 1000,
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "prediction_type": "v_prediction",
+            "timestep_spacing": "trailing",
+            "solver_type": "heun",
+            "final_sigmas_type": "sigma_min",
+        },
+        "num_inference_steps": 16,
+    },
+    "dpm_leading_linear_eps": {
+        "config": {
+            "num_train_timesteps": 1000,
+            "beta_schedule": "linear",
+            "prediction_type": "epsilon",
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+        },
+        "num_inference_steps": 5,
+    },
+}
+
+
+def _dpm_case_arrays(
+    name: str, case: dict[str, Any], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Per-step inputs and diffusers DPM-Solver++ outputs (history from the previous inputs)."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    sched = DPMSolverMultistepScheduler(**case["config"])
+    sched.set_timesteps(case["num_inference_steps"])
+    steps = len(sched.timesteps)
+    samples = rng.standard_normal((steps, *SHAPE)).astype(np.float32) * 2.0
+    outputs = rng.standard_normal((steps, *SHAPE)).astype(np.float32)
+    prev = []
+    for i, t in enumerate(sched.timesteps):
+        s, m = torch.from_numpy(samples[i]), torch.from_numpy(outputs[i])
+        prev.append(sched.step(m, t, s).prev_sample.numpy())
+    arrays = {
+        "timesteps": sched.timesteps.numpy().astype(np.int64),
+        "sigmas": sched.sigmas.numpy(),
+        "samples": samples,
+        "model_outputs": outputs,
+        "prev": np.stack(prev),
+    }
+    return {f"{name}/{k}": v for k, v in arrays.items()}
+
+
+def _case_arrays(
+    name: str, case: dict[str, Any], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Per-step inputs and diffusers DDIM outputs for one case."""
     import torch
     from diffusers import DDIMScheduler
@@ -129,8 +198,15 @@ def make_scheduler_fixtures(out_dir: pathlib.Path) -> None:
     arrays: dict[str, np.ndarray] = {}
     for name, case in CASES.items():
         arrays.update(_case_arrays(name, case, rng))
+    for name, case in DPM_CASES.items():
+        arrays.update(_dpm_case_arrays(name, case, rng))
     np.savez_compressed(out_dir / "schedulers.npz", **arrays)
-    meta = {"diffusers_version": diffusers.__version__, "eta": ETA, "cases": CASES}
+    meta = {
+        "diffusers_version": diffusers.__version__,
+        "eta": ETA,
+        "cases": CASES,
+        "dpm_cases": DPM_CASES,
+    }
     (out_dir / "schedulers.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 

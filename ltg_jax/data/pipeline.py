@@ -86,3 +86,42 @@ def load_arrays(source: Sequence) -> dict[str, np.ndarray]:
     return make_dataset(
         source, batch_size=len(source), seed=0, shuffle=False, num_epochs=1, drop_remainder=False
     )[0]
+
+
+class ArraySource:
+    """Random access over equal-length arrays: record i = {name: array[i]}."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        lengths = {name: len(array) for name, array in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"arrays differ in length: {lengths}")
+        self.arrays = arrays
+        self.length = next(iter(lengths.values()))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {name: array[index] for name, array in self.arrays.items()}
+
+
+def make_array_dataset(
+    arrays: dict[str, np.ndarray],
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """Batches of in-memory arrays (e.g. cached latents); `dataset[step]` is step's batch."""
+    if batch_size % process_count:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the {process_count} processes; "
+            "choose a multiple of jax.process_count()."
+        )
+    dataset = grain.MapDataset.source(ArraySource(arrays))[process_index::process_count]
+    if shuffle:
+        dataset = dataset.shuffle(seed=seed)
+    return dataset.repeat(num_epochs).batch(batch_size // process_count)

@@ -1,0 +1,34 @@
+r"""How well each longtail signal finds the tail: AUROC few- vs many-class, wrong vs right.
+
+  default  nice -n 10 python -m train.eval_signals --config configs/eval_signals.py \
+               --config.bundle runs/epistemic_head/predictor_bundle.msgpack \
+               --workdir runs/eval_signals
+           Run time on 2 CPU cores: ~15 s (10,000 test images). Writes signal_auroc.json,
+           signal_histograms.png and prints the AUROC table.
+  test     The first 256 test images.
+"""
+
+import ml_collections
+
+VARIANTS = ("default", "test", "runlocal")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The signal-evaluation config of variant `arg` (default: 'default')."""
+    variant = arg or "default"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown eval_signals variant {variant!r}; choose from {VARIANTS}.")
+    config = ml_collections.ConfigDict()
+    config.bundle = "runs/epistemic_head/predictor_bundle.msgpack"  # predictor + heads
+    config.split = "test"
+    config.batch_size = 500
+    config.max_examples = 0  # 0 = the whole split
+    config.temperature = 1.0  # energy temperature
+    config.data = ml_collections.ConfigDict()
+    config.data.config = "lt"
+    config.data.data_dir = ""
+    config.data.source_dir = ""
+    if variant in ("test", "runlocal"):
+        config.max_examples = 256
+        config.batch_size = 64
+    return config

@@ -1,0 +1,84 @@
+r"""The embedded default's class-conditional latent diffusion model (UNet on 8x8x4 latents).
+
+Needs a trained VAE workdir (configs/vae.py). Trains on the balanced Fashion-MNIST training set,
+class embeddings as a one-token `encoder_hidden_states`, null class (id 10) with label dropout
+for classifier-free guidance, EMA weights. Exports `workdir/pipeline/`, a diffusers-format
+folder (unet/, vae/, class_embedder/, scheduler/) that `ltg_jax.weights.load_pipeline` loads.
+
+  nice -n 5 python -m train.ldm --config configs/ldm.py --workdir runs/ldm \
+      --config.vae_workdir=runs/vae
+  Run time on 2 CPU cores: see RESULTS. Sample grids (one row per class) every checkpoint.
+
+  python -m train.ldm --config configs/ldm.py:test --workdir /tmp/ldm --config.vae_workdir=...
+
+RESULTS (2 shared CPU cores, jax 0.10.2): filled in by the run recorded in the issue notes.
+"""
+
+import ml_collections
+
+VARIANTS = ("default", "test")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The LDM config of variant `arg` (default: 'default')."""
+    variant = arg or "default"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ldm variant {variant!r}; choose from {VARIANTS}.")
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.vae_workdir = "runs/vae"
+    config.data = ml_collections.ConfigDict()
+    config.data.config = "full"
+    config.data.data_dir = ""
+    config.data.source_dir = ""
+
+    config.model = ml_collections.ConfigDict()  # model-shaping keys
+    config.model.num_classes = 10
+    config.model.sample_size = 8
+    config.model.latent_channels = 4
+    config.model.block_out_channels = (64, 128)
+    config.model.attention_levels = (True, True)
+    config.model.layers_per_block = 2
+    config.model.num_heads = 4
+    config.model.embedding_dim = 64
+    config.model.norm_num_groups = 16
+
+    config.schedule = ml_collections.ConfigDict()  # the DDIM scheduler shipped with the model
+    config.schedule.num_train_timesteps = 1000
+    config.schedule.beta_schedule = "linear"
+    config.schedule.beta_start = 1e-4
+    config.schedule.beta_end = 2e-2
+    config.schedule.timestep_spacing = "trailing"
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 128
+    config.train.num_steps = 12000
+    config.train.learning_rate = 1e-3
+    config.train.warmup_steps = 200
+    config.train.weight_decay = 0.0
+    config.train.grad_clip = 1.0
+    config.train.label_dropout = 0.1
+    config.train.ema_decay = 0.999
+
+    config.sample = ml_collections.ConfigDict()  # grids during training
+    config.sample.num_steps = 25
+    config.sample.cfg_scale = 3.0
+    config.sample.grid_per_class = 8
+
+    config.checkpoint_every = 1000
+    config.log_every = 100
+    if variant == "test":
+        config.data.config = "lt"
+        config.model.block_out_channels = (16, 16)
+        config.model.layers_per_block = 1
+        config.model.num_heads = 2
+        config.model.embedding_dim = 16
+        config.model.norm_num_groups = 4
+        config.train.batch_size = 8
+        config.train.num_steps = 4
+        config.train.warmup_steps = 1
+        config.sample.num_steps = 3
+        config.sample.grid_per_class = 1
+        config.checkpoint_every = 2
+        config.log_every = 2
+    return config

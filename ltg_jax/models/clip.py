@@ -1,0 +1,218 @@
+"""CLIPTextModel (the SD 1.x/2.x text encoder) in Flax linen.
+
+Parameter names follow transformers' CLIPTextModel without the `text_model.` prefix, e.g.
+`encoder/layers_0/mlp/fc1/kernel` <-> `[text_model.]encoder.layers.0.mlp.fc1.weight`.
+Like the SD pipelines, only the causal mask is applied (no padding mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ltg_jax.models.layers import Dtype, attention, layer_norm
+
+ACTIVATIONS = {
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP (SD 1.x)
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # OpenCLIP (SD 2.x)
+}
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN transformer layer: causal self-attention then MLP, both residual."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    hidden_act: str
+    eps: float
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        h = layer_norm(self.eps, self.dtype, "layer_norm1")(x)
+        h = SelfAttention(self.hidden_size, self.num_heads, self.dtype, name="self_attn")(h, mask)
+        x = x + h
+        h = layer_norm(self.eps, self.dtype, "layer_norm2")(x)
+        h = MLP(self.hidden_size, self.intermediate_size, self.hidden_act, self.dtype, name="mlp")(
+            h
+        )
+        return x + h
+
+
+class Encoder(nn.Module):
+    """The stack of encoder layers; runs the first `num_layers - skip_layers` of them."""
+
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    hidden_act: str
+    eps: float
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, skip_layers: int) -> jax.Array:
+        for i in range(self.num_layers):
+            # At init every layer runs so that every parameter exists.
+            if i < self.num_layers - skip_layers or self.is_initializing():
+                x = EncoderLayer(
+                    self.hidden_size,
+                    self.intermediate_size,
+                    self.num_heads,
+                    self.hidden_act,
+                    self.eps,
+                    self.dtype,
+                    name=f"layers_{i}",
+                )(x, mask)
+        return x
+
+
+class SelfAttention(nn.Module):
+    """q/k/v/out projections with bias (CLIPAttention)."""
+
+    hidden_size: int
+    num_heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        dense = lambda name: nn.Dense(self.hidden_size, dtype=self.dtype, name=name)
+        h = attention(
+            dense("q_proj")(x), dense("k_proj")(x), dense("v_proj")(x), self.num_heads, mask
+        )
+        return dense("out_proj")(h)
+
+
+class MLP(nn.Module):
+    """fc1 -> activation -> fc2."""
+
+    hidden_size: int
+    intermediate_size: int
+    hidden_act: str
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.intermediate_size, dtype=self.dtype, name="fc1")(x)
+        x = ACTIVATIONS[self.hidden_act](x)
+        return nn.Dense(self.hidden_size, dtype=self.dtype, name="fc2")(x)
+
+
+class Embeddings(nn.Module):
+    """Token + learned absolute position embeddings."""
+
+    vocab_size: int
+    hidden_size: int
+    max_position_embeddings: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        tok = nn.Embed(self.vocab_size, self.hidden_size, dtype=self.dtype, name="token_embedding")
+        pos = nn.Embed(
+            self.max_position_embeddings,
+            self.hidden_size,
+            dtype=self.dtype,
+            name="position_embedding",
+        )
+        return tok(input_ids) + pos(jnp.arange(input_ids.shape[-1]))[None]
+
+
+class CLIPTextModel(nn.Module):
+    """input_ids [B,L] int -> (hidden [B,L,D], pooled [B,D]), both float32.
+
+    `skip_layers=k` stops k layers early and applies final_layer_norm, which is diffusers'
+    `clip_skip=k` (k=1: the penultimate layer, as some SD fine-tunes expect).
+    """
+
+    vocab_size: int = 49408
+    hidden_size: int = 512
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    max_position_embeddings: int = 77
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    eos_token_id: int = 49407
+    dtype: Dtype = jnp.float32
+
+    def dummy_inputs(self) -> tuple[jax.Array]:
+        """Smallest valid input for abstract init."""
+        return (jnp.zeros((1, 1), jnp.int32),)
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, skip_layers: int = 0) -> tuple[jax.Array, jax.Array]:
+        length = input_ids.shape[-1]
+        if length > self.max_position_embeddings:
+            raise ValueError(
+                f"{length} tokens > max_position_embeddings={self.max_position_embeddings}; "
+                "truncate when tokenizing"
+            )
+        x = Embeddings(
+            self.vocab_size,
+            self.hidden_size,
+            self.max_position_embeddings,
+            self.dtype,
+            name="embeddings",
+        )(input_ids)
+        mask = jnp.tril(jnp.ones((length, length), bool))
+        x = Encoder(
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_attention_heads,
+            self.hidden_act,
+            self.layer_norm_eps,
+            self.dtype,
+            name="encoder",
+        )(x, mask, skip_layers)
+        hidden = layer_norm(self.layer_norm_eps, self.dtype, "final_layer_norm")(x)
+        hidden = hidden.astype(jnp.float32)
+        # transformers' pooling: eos_token_id == 2 marks legacy configs that pool at argmax id.
+        if self.eos_token_id == 2:
+            pos = jnp.argmax(input_ids, axis=-1)
+        else:
+            pos = jnp.argmax(input_ids == self.eos_token_id, axis=-1)
+        pooled = jnp.take_along_axis(hidden, pos[:, None, None], axis=1)[:, 0]
+        return hidden, pooled
+
+
+def clip_from_config(
+    config: Mapping[str, Any],
+    *,
+    dtype: Dtype = jnp.float32,
+    source: str = "text_encoder/config.json",
+) -> CLIPTextModel:
+    """Build the module from a transformers CLIPTextConfig config.json dict."""
+    archs = config.get("architectures") or ["CLIPTextModel"]
+    if archs != ["CLIPTextModel"]:
+        raise ValueError(f"{source}: architectures {archs} not supported; use ['CLIPTextModel']")
+    act = config.get("hidden_act", "quick_gelu")
+    if act not in ACTIVATIONS:
+        raise ValueError(
+            f"{source}: hidden_act {act!r} not supported; use one of {list(ACTIVATIONS)}"
+        )
+    return CLIPTextModel(
+        vocab_size=config.get("vocab_size", 49408),
+        hidden_size=config.get("hidden_size", 512),
+        intermediate_size=config.get("intermediate_size", 2048),
+        num_hidden_layers=config.get("num_hidden_layers", 12),
+        num_attention_heads=config.get("num_attention_heads", 8),
+        max_position_embeddings=config.get("max_position_embeddings", 77),
+        hidden_act=act,
+        layer_norm_eps=config.get("layer_norm_eps", 1e-5),
+        eos_token_id=config.get("eos_token_id", 49407),
+        dtype=dtype,
+    )
+
+
+def clip_encode(
+    clip: CLIPTextModel, params: Mapping[str, Any], input_ids: jax.Array, skip_layers: int = 0
+) -> jax.Array:
+    """Token ids [B,L] -> context [B,L,D] f32 for the UNet's cross-attention."""
+    return clip.apply({"params": params}, input_ids, skip_layers)[0]

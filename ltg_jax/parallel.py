@@ -1,0 +1,91 @@
+"""Device mesh, multi-host set-up and host-local <-> global arrays (DESIGN §3 Parallelism).
+
+One 1-D mesh over all devices of all processes, axis `data`: parameters replicated, the batch
+sharded. Model code never sees the device count; only this module and the jitted entry
+points do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+# Set to 1/true to call jax.distributed.initialize() (cluster auto-detection or the
+# JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables).
+DISTRIBUTED_ENV = "LTG_DISTRIBUTED"
+
+
+def maybe_initialize_distributed(enable: bool | None = None, **kwargs: Any) -> bool:
+    """Call `jax.distributed.initialize(**kwargs)` when asked; returns whether it is initialised.
+
+    Asked = `enable=True`, or `enable=None` and env LTG_DISTRIBUTED is 1/true. Must run before
+    any other JAX call; calling it again is a no-op.
+    """
+    if enable is None:
+        enable = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
+    if enable and not jax.distributed.is_initialized():
+        jax.distributed.initialize(**kwargs)
+    return jax.distributed.is_initialized()
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """1-D mesh named `data` over the given devices (default: all devices of all processes)."""
+    # jax.devices() order (grouped by process), not make_mesh's topology reordering: each
+    # process then holds one contiguous block of the global batch (process_batch_slice).
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding for parameters and keys: a full copy on every device."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Sharding for batched arrays: leading axis split over `data`."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def is_process_zero() -> bool:
+    """True on the process that writes shared files (metrics, configs, manifests)."""
+    return jax.process_index() == 0
+
+
+def process_batch_slice(global_batch: int) -> slice:
+    """Rows of a global batch [global_batch] held by this process (contiguous, equal parts)."""
+    n = jax.process_count()
+    if global_batch % n:
+        raise ValueError(f"global batch {global_batch} must be divisible by {n} processes")
+    per = global_batch // n
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def host_local_to_global(tree: Any, mesh: Mesh) -> Any:
+    """Host-local batches [B_local, ...] -> global arrays [B_local * processes, ...] on `data`."""
+    sharding = batch_sharded(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), tree)
+
+
+def global_to_host_local(tree: Any) -> Any:
+    """Global batch-sharded arrays -> numpy arrays of the rows this process holds, in order."""
+
+    def local(x: jax.Array) -> np.ndarray:
+        # Replicated shards repeat the same rows; keep one per distinct row range.
+        rows: dict[int, np.ndarray] = {}
+        for shard in x.addressable_shards:
+            start = shard.index[0].start or 0 if shard.index else 0
+            rows.setdefault(start, np.asarray(shard.data))
+        return np.concatenate([rows[k] for k in sorted(rows)], axis=0)
+
+    return jax.tree.map(local, tree)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Put a pytree (e.g. params) on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))

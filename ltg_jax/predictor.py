@@ -1,0 +1,255 @@
+"""The predictor f = g ∘ h, its epistemic heads, and the one-pass longtail scorer.
+
+Any classifier plugs in through the `Predictor` protocol: `apply(params, images[B,H,W,C]) ->
+(features[B,D], logits[B,K])`. The bundled `ConvClassifier` has no batch statistics, so its
+apply is a pure function of its params (no mutable collections to thread through guidance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from ltg_jax import io, signals
+
+Array = jax.Array
+Params = Any
+BUNDLE_FORMAT = "ltg-predictor-bundle/1"
+ASSETS = Path(__file__).parent / "assets"
+# Trained by our entry points (see configs/predictor.py, configs/epistemic_head.py).
+SHIPPED_PREDICTOR = ASSETS / "predictor_lt.msgpack"  # Fashion-MNIST-LT predictor + 8 heads
+SHIPPED_ORACLE = ASSETS / "oracle_full.msgpack"  # same architecture on balanced Fashion-MNIST
+RANGE_TOLERANCE = 1e-3  # float rounding at the ends of [-1, 1]
+
+
+class Predictor(Protocol):
+    """A classifier usable by the scorer and by guidance."""
+
+    def __call__(self, params: Params, images: Array) -> tuple[Array, Array]:
+        """images [B, H, W, C] in [-1, 1] -> (features [B, D], logits [B, K])."""
+        ...
+
+
+class ConvClassifier(nn.Module):
+    """Small conv net: per stage conv3x3-GroupNorm-swish, 2x2 average pool; then a dense layer."""
+
+    num_classes: int = 10
+    widths: Sequence[int] = (32, 64, 128)
+    feature_dim: int = 128
+    norm_groups: int = 8
+
+    @nn.compact
+    def __call__(self, images: Array) -> tuple[Array, Array]:
+        """images [B, H, W, C] -> (features [B, feature_dim], logits [B, num_classes])."""
+        x = images
+        for i, width in enumerate(self.widths):
+            x = nn.Conv(width, (3, 3), name=f"conv{i}")(x)
+            # GroupNorm, not BatchNorm: normalises per sample, so apply has no batch state.
+            x = nn.GroupNorm(num_groups=min(self.norm_groups, width), name=f"norm{i}")(x)
+            x = nn.swish(x)
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = jnp.mean(x, axis=(1, 2))
+        features = nn.swish(nn.Dense(self.feature_dim, name="features")(x))
+        logits = nn.Dense(self.num_classes, name="logits")(features)
+        return features, logits
+
+
+class _Head(nn.Module):
+    """One epistemic head: features [B, D] -> logits [B, K] (linear, or one hidden layer)."""
+
+    num_classes: int
+    hidden: int = 0
+
+    @nn.compact
+    def __call__(self, features: Array) -> Array:
+        x = features
+        if self.hidden:
+            x = nn.swish(nn.Dense(self.hidden, name="hidden")(x))
+        return nn.Dense(self.num_classes, name="out")(x)
+
+
+class EpistemicHeads(nn.Module):
+    """M independent heads on stop_gradient(features), vectorised: [B, D] -> [B, M, K]."""
+
+    num_classes: int = 10
+    num_heads: int = 8
+    hidden: int = 0
+
+    @nn.compact
+    def __call__(self, features: Array) -> Array:
+        # The heads must never move the backbone: guidance and predictions stay those of f.
+        features = jax.lax.stop_gradient(features)
+        heads = nn.vmap(
+            _Head,
+            variable_axes={"params": 0},  # params stacked [M, ...]
+            split_rngs={"params": True},  # each head its own init
+            in_axes=None,  # all heads read the same features
+            out_axes=1,
+            axis_size=self.num_heads,
+        )
+        return heads(num_classes=self.num_classes, hidden=self.hidden, name="heads")(features)
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def check_images(images: Any, channels: int | None = None) -> None:
+    """Fails early on images the predictor cannot score, with a message naming the fix."""
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            f"images must be a batch [B, H, W, C] (NHWC); got shape {shape}. Add the batch axis "
+            "with images[None] or the channel axis with images[..., None]."
+        )
+    if channels is not None and shape[-1] != channels:
+        raise ValueError(
+            f"images have {shape[-1]} channels but the predictor expects {channels} (NHWC, "
+            "channels last); convert e.g. RGB to grey with images.mean(-1, keepdims=True), or "
+            "transpose NCHW to NHWC."
+        )
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f"images are {images.dtype}; pass floats in [-1, 1], e.g. uint8 / 127.5 - 1."
+        )
+    if isinstance(images, jax.core.Tracer):
+        return  # values unknown under jit/grad: the range is checked where images are concrete
+    lo, hi = float(jnp.min(images)), float(jnp.max(images))
+    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"images lie in [{lo:.3g}, {hi:.3g}] but the predictor expects [-1, 1]; rescale, "
+            "e.g. x / 127.5 - 1 for uint8 or 2 * x - 1 for [0, 1] floats."
+        )
+
+
+# ---------------------------------------------------------------- scorer
+
+Scorer = Callable[..., dict[str, Array]]
+
+
+def make_scorer(
+    predictor_apply: Predictor,
+    heads_apply: Callable[[Params, Array], Array] | None = None,
+    *,
+    channels: int | None = 1,
+    temperature: float = 1.0,
+    return_outputs: bool = False,
+) -> Scorer:
+    """score(params{'predictor','heads'}, images[B,H,W,C], labels=None) -> {signal: [B]}.
+
+    One backbone pass feeds the logit signals and the epistemic heads. `score.jitted` is the
+    bare jitted function (no input checks) for use inside other jitted code; `score` itself
+    checks shapes always and the [-1, 1] range when the images are concrete arrays.
+    """
+
+    def _score(params: Mapping[str, Params], images: Array, labels: Array | None = None):
+        features, logits = predictor_apply(params["predictor"], images)
+        member_logits = None
+        if heads_apply is not None:
+            member_logits = heads_apply(params["heads"], features)
+        out = signals.longtail_signals(
+            logits, labels=labels, member_logits=member_logits, temperature=temperature
+        )
+        if return_outputs:
+            out["logits"], out["features"] = logits, features
+        return out
+
+    jitted = jax.jit(_score)
+
+    def score(params: Mapping[str, Params], images: Array, labels: Array | None = None):
+        check_images(images, channels)
+        return jitted(params, images, labels)
+
+    score.jitted = jitted
+    return score
+
+
+def module_apply(module: nn.Module) -> Callable[[Params, Array], Any]:
+    """A linen module as a pure `apply(params, x)` (params = the 'params' collection)."""
+    return lambda params, x: module.apply({"params": params}, x)
+
+
+# ---------------------------------------------------------------- shipped bundle
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorBundle:
+    """A trained predictor (+ optional epistemic heads), ready to score images."""
+
+    predictor: ConvClassifier
+    heads: EpistemicHeads | None
+    params: dict[str, Params]
+    metadata: dict[str, Any]
+
+    @property
+    def predictor_apply(self) -> Predictor:
+        return module_apply(self.predictor)
+
+    @property
+    def heads_apply(self) -> Callable[[Params, Array], Array] | None:
+        return None if self.heads is None else module_apply(self.heads)
+
+    def scorer(self, **kwargs) -> Scorer:
+        """`make_scorer` for this bundle; call as score(bundle.params, images)."""
+        return make_scorer(self.predictor_apply, self.heads_apply, **kwargs)
+
+
+def _module_config(module: nn.Module) -> dict[str, Any]:
+    return {
+        field.name: list(v) if isinstance(v := getattr(module, field.name), tuple | list) else v
+        for field in dataclasses.fields(module)
+        if field.name not in ("parent", "name")
+    }
+
+
+def save_predictor_bundle(
+    path: str | os.PathLike,
+    predictor: ConvClassifier,
+    params: Mapping[str, Params],
+    heads: EpistemicHeads | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes predictor (+ heads) config and params as one msgpack file (f32, under 1 MB here).
+
+    Format: {'format', 'predictor_config', 'heads_config', 'metadata', 'params': {'predictor',
+    'heads'}}; plain msgpack (flax.serialization), so it loads without orbax or a workdir.
+    """
+    tree = {
+        "format": BUNDLE_FORMAT,
+        "predictor_config": _module_config(predictor),
+        "heads_config": None if heads is None else _module_config(heads),
+        "metadata": io.to_jsonable(dict(metadata or {})),
+        "params": jax.tree.map(lambda x: np.asarray(x, np.float32), dict(params)),
+    }
+    return io.atomic_write_bytes(path, serialization.msgpack_serialize(tree))
+
+
+def load_predictor_bundle(path: str | os.PathLike) -> PredictorBundle:
+    """Reads a bundle written by `save_predictor_bundle` (e.g. ltg_jax/assets/*.msgpack)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no predictor bundle at {path}; train one with `python -m train.predictor` and "
+            "`python -m train.epistemic_head` (it writes predictor_bundle.msgpack in its workdir)."
+        )
+    tree = serialization.msgpack_restore(path.read_bytes())
+    if tree.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path} is not a {BUNDLE_FORMAT} file (format {tree.get('format')!r}).")
+    predictor = ConvClassifier(**_as_module_kwargs(tree["predictor_config"]))
+    heads_config = tree.get("heads_config")
+    heads = None if heads_config is None else EpistemicHeads(**_as_module_kwargs(heads_config))
+    params = jax.tree.map(jnp.asarray, tree["params"])
+    return PredictorBundle(predictor, heads, params, dict(tree.get("metadata") or {}))
+
+
+def _as_module_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    # msgpack returns lists (and dict-of-index for some trees): modules want hashable tuples.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}

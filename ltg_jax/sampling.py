@@ -1,0 +1,231 @@
+"""The jitted, device-parallel Longtail Guidance sampler (DDIM or DPM-Solver++(2M)).
+
+`make_sampler(config, models)` returns ONE `jax.jit` whose per-device program is a
+`jax.shard_map` over the 1-D `data` mesh (params and key replicated, batch sharded) running a
+`lax.scan` over the timesteps (CFG, guidance, solver step) and the final decode and score.
+Sample i draws all of its noise from `fold_in(rng, i)` with i its global index, so images
+do not depend on the device count or on how samples are split into batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh, PartitionSpec
+
+from ltg_jax import guidance, parallel, schedulers
+
+Params = Any
+Cond = Any  # pytree of arrays with a leading batch axis [B, ...]
+
+
+class SamplerModels(NamedTuple):
+    """The pure callables the sampler is built from (every one gets the full params pytree).
+
+    eps_fn(params, z [B,h,w,c] f32, t [B] int32, cond) -> model output [B,h,w,c] (ε or v, as
+        the scheduler config's prediction_type says).
+    decode_fn(params, z [B,h,w,c]) -> images [B,H,W,C] in [-1, 1]. It receives diffusion-space
+        latents and applies 1/s_vae itself (x = D(z / s_vae)).
+    signal_fn(params, images [B,H,W,C], cond) -> [B], higher = more longtail; None: no
+        guidance and the returned signals are NaN.
+    null_cond(cond) -> cond of the unconditional CFG branch (same structure); None: no CFG.
+    latent_shape: (h, w, c) of one latent.
+    """
+
+    eps_fn: Callable[[Params, jax.Array, jax.Array, Cond], jax.Array]
+    decode_fn: Callable[[Params, jax.Array], jax.Array]
+    signal_fn: Callable[[Params, jax.Array, Cond], jax.Array] | None
+    null_cond: Callable[[Cond], Cond] | None
+    latent_shape: tuple[int, int, int]
+
+
+class SampleOutput(NamedTuple):
+    """What the sampler returns; every field is sharded over `data` on its batch axis."""
+
+    images: jax.Array  # [B, H, W, C] decoded final latents, in [-1, 1]
+    signals: jax.Array  # [B] signal of the final images (NaN without signal_fn)
+    latents: jax.Array  # [B, h, w, c] final latents z_0 (diffusion space)
+    signal_trace: jax.Array  # [B, S] signal of x̂0 at each guided step, NaN at unguided steps
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Static sampler settings (one compile per config, batch and resolution)."""
+
+    scheduler: tuple[tuple[str, Any], ...]  # diffusers scheduler_config.json items
+    num_steps: int = 50
+    solver: str = "ddim"  # ddim | dpmsolver++ (2M; η is then unused)
+    eta: float = 0.0  # DDIM η: 0 deterministic, 1 DDPM-like
+    cfg_scale: float = 1.0  # γ; 1 skips the unconditional branch
+    guidance: guidance.GuidanceConfig = dataclasses.field(default_factory=guidance.GuidanceConfig)
+
+    def __post_init__(self):
+        """Reject bad settings where they enter."""
+        if self.solver not in schedulers.SOLVERS:
+            raise ValueError(f"solver={self.solver!r}; use one of {schedulers.SOLVERS}")
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | ml_collections.ConfigDict):
+        """Build from a ConfigDict/dict with the fields of this class (guidance as a dict)."""
+        cfg = dict(config.items())
+        unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown sampler config keys {unknown}")
+        if "scheduler" not in cfg:
+            raise ValueError("config.scheduler is required: a diffusers scheduler_config dict")
+        sched = cfg.pop("scheduler")
+        sched = sched.to_dict() if hasattr(sched, "to_dict") else dict(sched)
+        g = guidance.GuidanceConfig.from_config(cfg.pop("guidance", None))
+        return cls(scheduler=tuple(sorted(sched.items())), guidance=g, **cfg)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Sampler defaults; `scheduler` must be filled with a diffusers scheduler config dict."""
+    cfg = ml_collections.ConfigDict()
+    cfg.scheduler = ml_collections.ConfigDict()
+    cfg.num_steps = 50
+    cfg.solver = "ddim"
+    cfg.eta = 0.0
+    cfg.cfg_scale = 1.0
+    cfg.guidance = guidance.default_config()
+    return cfg
+
+
+def _fold(keys: jax.Array, data: jax.Array | int) -> jax.Array:
+    """fold_in the same data into each of a batch of typed keys [B]."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+
+
+def _concat_trees(a: Any, b: Any) -> Any:
+    """Concatenate two pytrees of batched arrays along the batch axis."""
+    return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=0), a, b)
+
+
+def _model_fn(
+    models: SamplerModels, cfg_scale: float, params: Params, t: jax.Array, cond: Cond
+) -> Callable[[jax.Array], jax.Array]:
+    """z_t -> CFG-combined model output at timestep t, with both branches in one call."""
+    # Model outputs are upcast to the latents' dtype (f32) before CFG and the solver.
+    if models.null_cond is None or cfg_scale == 1.0:
+
+        def fn(z):
+            t_b = jnp.full(z.shape[:1], t, jnp.int32)
+            return models.eps_fn(params, z, t_b, cond).astype(z.dtype)
+
+        return fn
+    both_cond = _concat_trees(models.null_cond(cond), cond)
+
+    def fn(z):
+        b = z.shape[0]
+        t_2b = jnp.full((2 * b,), t, jnp.int32)
+        out = models.eps_fn(params, jnp.concatenate([z, z]), t_2b, both_cond).astype(z.dtype)
+        return guidance.cfg_combine(out[:b], out[b:], cfg_scale)
+
+    return fn
+
+
+def sample_local(
+    config: SamplerConfig,
+    models: SamplerModels,
+    params: Params,
+    sample_indices: jax.Array,
+    cond: Cond,
+    rng: jax.Array,
+    w_scale: jax.Array | float = 1.0,
+) -> SampleOutput:
+    """The whole sampling loop on one device's batch (the body of the shard_map)."""
+    schedule = schedulers.make_schedule(dict(config.scheduler), config.num_steps, config.solver)
+    weights = guidance.guidance_weights(config.guidance, config.num_steps)
+    guided = models.signal_fn is not None and bool(weights.any())
+
+    # Everything sample i draws comes from fold_in(rng, i): independent of batch and devices.
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(sample_indices)
+    init_keys, step_keys = _fold(keys, 0), _fold(keys, 1)
+    z = guidance.step_noise(init_keys, 0, tuple(models.latent_shape))  # init_noise_sigma = 1
+
+    def signal_of_x0(x0):
+        return models.signal_fn(params, models.decode_fn(params, x0), cond)
+
+    def body(carry, xs):
+        z, state = carry
+        i, t, w_i = xs
+        keys_i = _fold(step_keys, i)
+        model_fn = _model_fn(models, config.cfg_scale, params, t, cond)
+        z, signal, state = guidance.denoise_step(
+            model_fn,
+            signal_of_x0 if guided else None,
+            schedule,
+            i,
+            z,
+            w_i,
+            keys_i,
+            config.guidance,
+            config.eta,
+            state,
+        )
+        return (z, state), signal
+
+    xs = (jnp.arange(config.num_steps), schedule.timesteps, w_scale * jnp.asarray(weights))
+    (z, _), trace = jax.lax.scan(body, (z, schedulers.init_solver_state(schedule, z)), xs)
+    images = models.decode_fn(params, z)
+    if models.signal_fn is None:
+        signals = guidance.nan_per_sample(z)
+    else:
+        signals = models.signal_fn(params, images, cond).astype(jnp.float32)
+    return SampleOutput(images, signals, z, trace.T)
+
+
+def make_sampler(
+    config: SamplerConfig | Mapping[str, Any] | ml_collections.ConfigDict,
+    models: SamplerModels,
+    mesh: Mesh | None = None,
+) -> Callable[[Params, jax.Array, Cond, jax.Array], SampleOutput]:
+    """Jitted `sample(params, sample_indices [B], cond [B, ...], rng, w_scale=1.0) -> SampleOutput`.
+
+    B must be divisible by the mesh size; `rng` is a typed key (`jax.random.key(seed)`);
+    `w_scale` (runtime, never retraces) multiplies the guidance weight table: 0.0 gives
+    exactly the unguided samples from the same compiled program. `sampler.jitted` is the
+    underlying jitted function (all five arguments positional, w_scale an f32 scalar). Inputs may be
+    host arrays (single process) or global arrays (see parallel.py).
+    """
+    if not isinstance(config, SamplerConfig):
+        config = SamplerConfig.from_config(config)
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    data = PartitionSpec(parallel.DATA_AXIS)
+
+    def per_device(params, sample_indices, cond, rng, w_scale):
+        return sample_local(config, models, params, sample_indices, cond, rng, w_scale)
+
+    sharded = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), data, data, PartitionSpec(), PartitionSpec()),
+        out_specs=data,
+    )
+
+    def sample(params, sample_indices, cond, rng, w_scale):
+        n = mesh.shape[parallel.DATA_AXIS]
+        if sample_indices.ndim != 1 or sample_indices.shape[0] % n:
+            raise ValueError(
+                f"sample_indices must be [B] with B divisible by the {n} devices of the mesh; "
+                f"got shape {sample_indices.shape}"
+            )
+        return sharded(params, sample_indices.astype(jnp.int32), cond, rng, w_scale)
+
+    rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    jitted = jax.jit(sample, in_shardings=(rep, batch, batch, rep, rep), out_shardings=batch)
+
+    def sampler(params, sample_indices, cond, rng, w_scale=1.0):
+        # A strongly typed f32 scalar whatever the caller passes: one trace for all w_scale.
+        return jitted(params, sample_indices, cond, rng, jnp.asarray(w_scale, jnp.float32))
+
+    sampler.jitted = jitted  # for .lower(...) and ._cache_size() (one compile per shape)
+    sampler.mesh = mesh
+    return sampler

@@ -1,0 +1,576 @@
+"""Diffusers-format folders (safetensors) <-> our Flax parameter trees, without torch.
+
+Folder layout (what `StableDiffusionPipeline.save_pretrained` writes):
+    model_index.json
+    unet/config.json          unet/diffusion_pytorch_model[.fp16].safetensors
+    vae/config.json           vae/diffusion_pytorch_model[.fp16].safetensors
+    text_encoder/config.json  text_encoder/model[.fp16].safetensors         (optional)
+    tokenizer/vocab.json merges.txt tokenizer_config.json                  (optional)
+    scheduler/scheduler_config.json                                         (optional)
+    class_embedder/config.json diffusion_pytorch_model.safetensors          (optional, ours)
+Other model_index entries (safety_checker, feature_extractor) are ignored.
+
+Mapping, mechanical in both directions: a torch key `down_blocks.0.resnets.1.conv1.weight` is
+the Flax path `down_blocks_0/resnets_1/conv1/kernel` (a numbered ModuleList child `x.<i>` is
+the submodule `x_<i>`); conv weights OIHW <-> kernels HWIO, linear weights [out,in] <->
+kernels [in,out], norm weights <-> `scale`, embedding weights <-> `embedding`. Params are
+float32 whatever the stored dtype (F32, F16, BF16 via ml_dtypes); saving casts back to the
+stored dtype, so load -> save reproduces a folder's tensors bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import re
+import shutil
+import struct
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import traverse_util
+from tokenizers import Tokenizer
+
+from ltg_jax.models import (
+    AutoencoderKL,
+    ClassEmbedder,
+    CLIPTextModel,
+    UNet2DConditionModel,
+    abstract_params,
+    class_embedder_from_config,
+    clip_from_config,
+    load_clip_tokenizer,
+    unet_from_config,
+    vae_from_config,
+)
+from ltg_jax.models.layers import Dtype
+
+Params = dict[str, Any]
+PathLike = str | pathlib.Path
+
+ST_DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+}
+DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+# ModuleList attributes in diffusers/transformers: `<name>.<i>` <-> Flax submodule `<name>_<i>`.
+LIST_NAMES = frozenset(
+    {
+        "down_blocks",
+        "up_blocks",
+        "resnets",
+        "attentions",
+        "downsamplers",
+        "upsamplers",
+        "transformer_blocks",
+        "to_out",
+        "net",
+        "layers",
+    }
+)
+# Buffers some checkpoints carry that are not parameters (recomputed by the model).
+IGNORED_KEYS = frozenset({"embeddings.position_ids"})
+# Pre-0.14 diffusers VAE attention names, renamed on load as diffusers itself does.
+_LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+_LEGACY_RE = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+
+
+class Storage(NamedTuple):
+    """How a component's weights were stored, so that saving reproduces them bit for bit."""
+
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    variant: str | None = None  # e.g. "fp16" -> diffusion_pytorch_model.fp16.safetensors
+    prefix: str = ""  # e.g. "text_model." (transformers 4 CLIP checkpoints)
+    metadata: dict[str, str] | None = {"format": "pt"}  # the safetensors header metadata
+
+
+class Pipeline(NamedTuple):
+    """A loaded folder: modules (built from the configs), float32 params and raw configs."""
+
+    unet: UNet2DConditionModel
+    unet_params: Params
+    vae: AutoencoderKL
+    vae_params: Params
+    unet_config: dict
+    vae_config: dict
+    text_encoder: CLIPTextModel | None = None
+    text_encoder_params: Params | None = None
+    text_encoder_config: dict | None = None
+    tokenizer: Tokenizer | None = None
+    scheduler_config: dict | None = None
+    class_embedder: ClassEmbedder | None = None
+    class_embedder_params: Params | None = None
+    class_embedder_config: dict | None = None
+    model_index: dict | None = None
+    storage: dict[str, Storage] = {}
+    tokenizer_files: dict[str, bytes] = {}  # raw tokenizer/ files, written back verbatim
+
+
+class WeightsMismatchError(ValueError):
+    """The checkpoint's tensors do not fit the modules built from its config.json files."""
+
+
+# --------------------------------------------------------------------------- safetensors I/O
+
+
+class TensorInfo(NamedTuple):
+    """One tensor's header entry in a .safetensors file."""
+
+    path: pathlib.Path
+    dtype: str  # safetensors name: F32, F16, BF16, I64, ...
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
+
+
+def read_header(path: pathlib.Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse a .safetensors header (no tensor data is read). Returns (tensors, metadata)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__", {}) or {}
+    base = 8 + n
+    infos = {
+        k: TensorInfo(path, v["dtype"], tuple(v["shape"]), base + v["data_offsets"][0],
+                      base + v["data_offsets"][1])
+        for k, v in header.items()
+    }  # fmt: skip
+    return infos, meta
+
+
+def read_tensor(info: TensorInfo) -> np.ndarray:
+    """Memory-mapped, stored-dtype view of one tensor."""
+    raw = np.memmap(info.path, dtype=np.uint8, mode="r", offset=info.start,
+                    shape=(info.end - info.start,))  # fmt: skip
+    return raw.view(ST_DTYPES[info.dtype]).reshape(info.shape)
+
+
+def write_safetensors(
+    path: pathlib.Path,
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = {"format": "pt"},  # noqa: B006 (read-only)
+) -> None:
+    """Write tensors the way the Rust `safetensors` serializer does (same bytes as torch's)."""
+    names = {v: k for k, v in ST_DTYPES.items()}
+    rank = {"F32": 0, "BF16": 1, "F16": 2}  # safetensors orders by dtype (descending), then name
+    order = sorted(tensors, key=lambda k: (rank[names[tensors[k].dtype]], k))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for k in order:
+        nbytes = tensors[k].nbytes
+        header[k] = {
+            "dtype": names[tensors[k].dtype],
+            "shape": list(tensors[k].shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for k in order:
+            f.write(np.ascontiguousarray(tensors[k]).tobytes())
+
+
+# --------------------------------------------------------------------------- name mapping
+
+
+def torch_key(flax_path: tuple[str, ...]) -> str:
+    """('down_blocks_0', 'conv1', 'kernel') -> 'down_blocks.0.conv1.weight'."""
+    parts = []
+    for seg in flax_path[:-1]:
+        m = re.fullmatch(r"(.+)_(\d+)", seg)
+        parts.append(f"{m[1]}.{m[2]}" if m and m[1] in LIST_NAMES else seg)
+    return ".".join(parts + ["bias" if flax_path[-1] == "bias" else "weight"])
+
+
+def flax_path(key: str, leaf: str) -> tuple[str, ...]:
+    """'down_blocks.0.resnets.1.conv1.weight', 'kernel' -> ('down_blocks_0', ..., 'kernel')."""
+    out: list[str] = []
+    for seg in key.split(".")[:-1]:
+        if seg.isdigit():
+            out[-1] += f"_{seg}"
+        else:
+            out.append(seg)
+    return (*out, leaf)
+
+
+def to_torch_layout(array: np.ndarray, leaf: str) -> np.ndarray:
+    """Flax kernel HWIO / [in,out] -> torch OIHW / [out,in]; other leaves unchanged."""
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(3, 2, 0, 1)
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def from_torch_layout(array: np.ndarray, leaf: str) -> np.ndarray:
+    """torch OIHW / [out,in] -> Flax HWIO / [in,out]; other leaves unchanged."""
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def torch_shape(shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
+    """The torch shape of a Flax leaf of `shape`."""
+    return tuple(to_torch_layout(np.empty(shape, np.bool_), leaf).shape)
+
+
+def expected_tensors(module: Any) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+    """torch key -> (flax path, torch shape) for every parameter of `module` (abstract init)."""
+    flat = traverse_util.flatten_dict(abstract_params(module))
+    return {torch_key(p): (p, torch_shape(tuple(s.shape), p[-1])) for p, s in flat.items()}
+
+
+# --------------------------------------------------------------------------- folder reading
+
+# component -> weights file stem
+_COMPONENTS = {
+    "unet": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+    "class_embedder": "diffusion_pytorch_model",
+}
+
+
+def _build(name: str, config: dict, dtype: Dtype, remat: str, source: str) -> Any:
+    """The module of component `name` from its config (errors name `source`)."""
+    if name == "unet":
+        return unet_from_config(config, dtype=dtype, remat=remat, source=source)
+    if name == "vae":
+        return vae_from_config(config, dtype=dtype, remat=remat, source=source)
+    if name == "text_encoder":
+        return clip_from_config(config, dtype=dtype, source=source)
+    return class_embedder_from_config(config, source=source)
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    """JSON file -> dict with the file named in any error."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from e
+
+
+def weight_files(component_dir: pathlib.Path, stem: str, variant: str | None) -> list[pathlib.Path]:
+    """The .safetensors file(s) of one component, single or sharded (`*.index.json`).
+
+    A requested variant falls back to the plain file (as diffusers does); with no variant, a
+    folder that ships exactly one variant (e.g. only fp16) is unambiguous and used.
+    """
+    singles, indexes = [f"{stem}.safetensors"], [f"{stem}.safetensors.index.json"]
+    if variant:
+        singles.insert(0, f"{stem}.{variant}.safetensors")
+        indexes[:0] = [
+            f"{stem}.safetensors.index.{variant}.json",
+            f"{stem}.{variant}.safetensors.index.json",
+        ]
+    for name in singles:
+        if (component_dir / name).is_file():
+            return [component_dir / name]
+    for name in indexes:
+        if (component_dir / name).is_file():
+            shards = sorted(set(_read_json(component_dir / name)["weight_map"].values()))
+            return [component_dir / s for s in shards]
+    if variant is None:
+        found = sorted(component_dir.glob(f"{stem}.*.safetensors"))
+        if len(found) == 1:
+            return found
+    found_bin = sorted(p.name for p in component_dir.glob("*.bin"))
+    hint = (
+        f"only PyTorch pickles {found_bin} are there; convert once with diffusers/transformers: "
+        "`Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
+        if found_bin
+        else f"found {sorted(p.name for p in component_dir.iterdir())}"
+    )
+    want = " or ".join(singles) + (" (or pass variant=...)" if variant is None else "")
+    raise FileNotFoundError(f"{component_dir}: no {want}; {hint}")
+
+
+def _normalise_key(component: str, key: str, prefix: str) -> str:
+    """Checkpoint key -> our canonical key (drops `text_model.`, renames legacy VAE attention)."""
+    if prefix and key.startswith(prefix):
+        key = key[len(prefix) :]
+    m = _LEGACY_RE.match(key) if component == "vae" else None
+    return f"{m[1]}.{_LEGACY_ATTENTION[m[2]]}.{m[3]}" if m else key
+
+
+class _Plan(NamedTuple):
+    """A validated component: everything needed to read it, checked before any data is read."""
+
+    module: Any
+    config: dict
+    tensors: dict[str, TensorInfo]  # canonical torch key -> stored tensor
+    expected: dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
+    storage: Storage
+
+
+def _plan_component(
+    folder: pathlib.Path, name: str, variant: str | None, dtype: Dtype, remat: str,
+    problems: list[str],
+) -> _Plan:  # fmt: skip
+    """Build the module from config.json and compare the checkpoint header against it."""
+    stem = _COMPONENTS[name]
+    cdir = folder / name
+    if not (cdir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{cdir / 'config.json'} is missing: {folder} lists `{name}` in model_index.json "
+            "but the component folder is incomplete"
+        )
+    config = _read_json(cdir / "config.json")
+    module = _build(name, config, dtype, remat, str(cdir / "config.json"))
+    files = weight_files(cdir, stem, variant)
+    stored: dict[str, TensorInfo] = {}
+    for f in files:
+        stored.update(read_header(f)[0])
+    metadata = read_header(files[0])[1] or None
+    keys = [k for k in stored if k not in IGNORED_KEYS and not k.endswith(".position_ids")]
+    prefix = "text_model." if keys and all(k.startswith("text_model.") for k in keys) else ""
+    tensors = {_normalise_key(name, k, prefix): stored[k] for k in keys}
+    expected = expected_tensors(module)
+    where = files[0].relative_to(folder) if len(files) == 1 else f"{name}/ (sharded)"
+    for k in sorted(expected.keys() - tensors.keys()):
+        problems.append(f"  {where}: missing    {prefix}{k}  expected {expected[k][1]}")
+    for k in sorted(tensors.keys() - expected.keys()):
+        problems.append(f"  {where}: unexpected {prefix}{k}  found {tensors[k].shape}")
+    for k in sorted(tensors.keys() & expected.keys()):
+        info = tensors[k]
+        if info.shape != expected[k][1]:
+            problems.append(
+                f"  {where}: shape      {prefix}{k}  expected {expected[k][1]}, found {info.shape}"
+            )
+        if info.dtype not in ST_DTYPES:
+            problems.append(
+                f"  {where}: dtype      {prefix}{k}  {info.dtype} is not supported "
+                f"(use one of {list(ST_DTYPES)}: re-save the model in float32/float16/bfloat16)"
+            )
+    dtypes = [t.dtype for t in tensors.values() if t.dtype in ST_DTYPES]
+    stored_dtype = max(set(dtypes), key=dtypes.count) if dtypes else "F32"
+    # The variant actually read (a requested one may have fallen back to the plain file).
+    file_variant = _variant_of(files[0].name, stem) if len(files) == 1 else variant
+    inv = {v: k for k, v in DTYPE_NAMES.items()}
+    return _Plan(
+        module,
+        config,
+        tensors,
+        expected,
+        Storage(inv[stored_dtype], file_variant, prefix, metadata),
+    )
+
+
+def _variant_of(filename: str, stem: str) -> str | None:
+    """'diffusion_pytorch_model.fp16.safetensors' -> 'fp16'; the plain name -> None."""
+    m = re.fullmatch(re.escape(stem) + r"\.([^.-]+)\.safetensors", filename)
+    return m[1] if m else None
+
+
+def _materialise(plan: _Plan) -> Params:
+    """Read, upcast to float32 and transpose every tensor of a validated plan."""
+    flat = {}
+    for key, (path, _) in plan.expected.items():
+        arr = np.asarray(read_tensor(plan.tensors[key]), np.float32)
+        flat[path] = jnp.asarray(from_torch_layout(arr, path[-1]))
+    return traverse_util.unflatten_dict(flat)
+
+
+def _listed(index: Mapping, name: str) -> bool:
+    """model_index.json names a component as [library, class]; [null, null] means absent."""
+    entry = index.get(name)
+    return isinstance(entry, list | tuple) and bool(entry) and entry[0] is not None
+
+
+def _components(folder: pathlib.Path) -> tuple[dict, list[str]]:
+    """model_index.json and the components of it that we load."""
+    index_path = folder / "model_index.json"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not index_path.is_file():
+        raise ValueError(
+            f"{folder} is not a diffusers-format folder (no model_index.json). Expected "
+            "model_index.json with unet/, vae/, scheduler/ (and text_encoder/, tokenizer/). "
+            "Convert a single-file checkpoint once with diffusers: "
+            "`StableDiffusionPipeline.from_single_file(path).save_pretrained(out)`"
+        )
+    index = _read_json(index_path)
+    for required in ("unet", "vae"):
+        if not _listed(index, required) and not (folder / required).is_dir():
+            raise ValueError(
+                f"{index_path}: no `{required}` component; a pipeline needs unet and vae"
+            )
+    names = [n for n in _COMPONENTS if _listed(index, n) or (folder / n / "config.json").is_file()]
+    return index, names
+
+
+def load_pipeline(
+    folder: PathLike,
+    *,
+    variant: str | None = None,
+    dtype: Dtype = jnp.float32,
+    remat: str = "none",
+) -> Pipeline:
+    """Load a diffusers-format folder into modules + float32 params, without torch.
+
+    `variant` picks e.g. `*.fp16.safetensors` (a folder holding only one variant needs none);
+    `dtype` is the modules' compute dtype; `remat` is "none" | "decoder" | "all". Every missing,
+    unexpected, mis-shaped or unsupported-dtype tensor of every component is reported in one
+    WeightsMismatchError before any tensor is read.
+    """
+    folder = pathlib.Path(folder)
+    index, names = _components(folder)
+    problems: list[str] = []
+    plans = {n: _plan_component(folder, n, variant, dtype, remat, problems) for n in names}
+    if problems:
+        raise WeightsMismatchError(
+            f"{folder}: {len(problems)} tensor(s) do not match the modules built from the "
+            "config.json files (nothing was loaded); check that each component's config and "
+            "weights come from the same model:\n" + "\n".join(problems)
+        )
+    params = {n: _materialise(p) for n, p in plans.items()}
+    tok_dir = folder / "tokenizer"
+    has_tok = tok_dir.is_dir() and (
+        _listed(index, "tokenizer") or (tok_dir / "vocab.json").is_file()
+    )
+    sched = folder / "scheduler" / "scheduler_config.json"
+    get = lambda n, field: getattr(plans[n], field) if n in plans else None
+    return Pipeline(
+        unet=plans["unet"].module,
+        unet_params=params["unet"],
+        vae=plans["vae"].module,
+        vae_params=params["vae"],
+        unet_config=plans["unet"].config,
+        vae_config=plans["vae"].config,
+        text_encoder=get("text_encoder", "module"),
+        text_encoder_params=params.get("text_encoder"),
+        text_encoder_config=get("text_encoder", "config"),
+        tokenizer=load_clip_tokenizer(tok_dir) if has_tok else None,
+        scheduler_config=_read_json(sched) if sched.is_file() else None,
+        class_embedder=get("class_embedder", "module"),
+        class_embedder_params=params.get("class_embedder"),
+        class_embedder_config=get("class_embedder", "config"),
+        model_index=index,
+        storage={n: p.storage for n, p in plans.items()},
+        tokenizer_files=(
+            {f.name: f.read_bytes() for f in sorted(tok_dir.iterdir()) if f.is_file()}
+            if has_tok
+            else {}
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- folder writing
+
+
+def _write_json(path: pathlib.Path, obj: Mapping) -> None:
+    """diffusers/transformers config style: indent 2, sorted keys, trailing newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def params_to_tensors(
+    params: Params, dtype: str = "float32", prefix: str = ""
+) -> dict[str, np.ndarray]:
+    """Flax params -> {torch key: torch-layout array in `dtype`} (the inverse of loading)."""
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype={dtype!r}: use one of {list(DTYPE_NAMES)}")
+    np_dtype = ST_DTYPES[DTYPE_NAMES[dtype]]
+    out = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        arr = to_torch_layout(np.asarray(jax.device_get(value), np.float32), path[-1])
+        out[prefix + torch_key(path)] = np.ascontiguousarray(arr.astype(np_dtype))
+    return out
+
+
+def _default_index(pipe: Pipeline) -> dict:
+    """model_index.json for a pipeline built in code (no source folder)."""
+    index: dict[str, Any] = {
+        "_class_name": "StableDiffusionPipeline"
+        if pipe.text_encoder
+        else "LTGClassConditionalPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if pipe.scheduler_config:
+        index["scheduler"] = [
+            "diffusers",
+            pipe.scheduler_config.get("_class_name", "DDIMScheduler"),
+        ]
+    if pipe.text_encoder_params is not None:
+        index["text_encoder"] = ["transformers", "CLIPTextModel"]
+    if pipe.tokenizer_files:
+        index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    if pipe.class_embedder_params is not None:
+        index["class_embedder"] = ["ltg_jax", "ClassEmbedder"]
+    return index
+
+
+def save_pipeline(
+    pipe: Pipeline, folder: PathLike, *, dtype: str | None = None, variant: str | None = None
+) -> None:
+    """Write `pipe` as a diffusers-format folder loadable by `load_pipeline` and diffusers.
+
+    Each component keeps its loaded `Storage` (dtype, variant file name, key prefix) unless
+    `dtype` ("float32" | "float16" | "bfloat16") or `variant` override it.
+    """
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "model_index.json", pipe.model_index or _default_index(pipe))
+    parts = {
+        "unet": (pipe.unet_config, pipe.unet_params),
+        "vae": (pipe.vae_config, pipe.vae_params),
+        "text_encoder": (pipe.text_encoder_config, pipe.text_encoder_params),
+        "class_embedder": (pipe.class_embedder_config, pipe.class_embedder_params),
+    }
+    for name, (config, params) in parts.items():
+        if params is None:
+            continue
+        store = pipe.storage.get(name, Storage())
+        store = store._replace(dtype=dtype or store.dtype, variant=variant or store.variant)
+        stem = _COMPONENTS[name]
+        fname = f"{stem}.{store.variant}.safetensors" if store.variant else f"{stem}.safetensors"
+        _write_json(folder / name / "config.json", config)
+        tensors = params_to_tensors(params, store.dtype, store.prefix)
+        write_safetensors(folder / name / fname, tensors, store.metadata)
+    if pipe.scheduler_config is not None:
+        _write_json(folder / "scheduler" / "scheduler_config.json", pipe.scheduler_config)
+    if pipe.tokenizer_files:
+        tok_dir = folder / "tokenizer"
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        tok_dir.mkdir()
+        for fname, data in pipe.tokenizer_files.items():
+            (tok_dir / fname).write_bytes(data)
+
+
+# --------------------------------------------------------------------------- content hash
+
+
+def weights_hash(folder: PathLike, *, variant: str | None = None) -> str:
+    """sha256 hex of every weight tensor (canonical name, dtype, shape, bytes) of a folder.
+
+    Stable across file layout (sharding, tensor order, `text_model.` prefix, legacy names);
+    changes when any stored value, dtype or shape changes. Configs are not included.
+    """
+    folder = pathlib.Path(folder)
+    _, names = _components(folder)
+    digest = hashlib.sha256()
+    for name in names:
+        stem = _COMPONENTS[name]
+        infos: dict[str, TensorInfo] = {}
+        for f in weight_files(folder / name, stem, variant):
+            infos.update(read_header(f)[0])
+        keys = [k for k in infos if k not in IGNORED_KEYS and not k.endswith(".position_ids")]
+        prefix = "text_model." if keys and all(k.startswith("text_model.") for k in keys) else ""
+        for canon, key in sorted((_normalise_key(name, k, prefix), k) for k in keys):
+            info = infos[key]
+            digest.update(f"{name}/{canon}|{info.dtype}|{list(info.shape)}\n".encode())
+            with open(info.path, "rb") as f:
+                f.seek(info.start)
+                digest.update(f.read(info.end - info.start))
+    return digest.hexdigest()

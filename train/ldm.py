@@ -1,0 +1,24 @@
+"""Trains the embedded default's LDM; see configs/ldm.py for commands and results.
+
+python -m train.ldm --config configs/ldm.py --workdir runs/ldm
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ltg_jax import ldm_training
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/ldm.py:VARIANT")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of checkpoints, metrics and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    ldm_training.train_ldm(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
