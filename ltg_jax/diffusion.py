@@ -1,14 +1,25 @@
-"""Adapters from a loaded diffusers-format pipeline to the sampler's pure callables."""
+"""Adapters from a loaded diffusers-format pipeline (and a predictor) to the sampler's callables.
+
+Class-conditional folders (ours): cond = class ids [B], the null class K is the CFG branch.
+Text-conditional folders (Stable Diffusion): prompts are encoded once, outside the sampler, into
+cond = {"context": [B,77,D], "uncond": [B,77,D], "label": [B]}; the CFG branch swaps in
+"uncond" (the empty-prompt embedding), so the sampler stays one pure jitted function.
+`with_signal` plugs a longtail signal into either; its params are {"diffusion", "predictor"}.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ltg_jax import models, sampling, weights
+from ltg_jax import models, predictor, sampling, signals, weights
 
 PyTree = Any
+SignalFn = Callable[[PyTree, jax.Array, Any], jax.Array]
 
 
 def class_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
@@ -17,8 +28,11 @@ def class_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
     The conditioning is the class id [B]; the null class (K) is the unconditional branch.
     """
     unet, vae, embedder = pipe.unet, pipe.vae, pipe.class_embedder
+    if embedder is None:
+        raise ValueError(
+            "this pipeline has no class_embedder/ (a text model?); use text_conditional_models"
+        )
     scale = float(pipe.vae_config.get("scaling_factor", 1.0))
-    latent_hw = int(pipe.unet_config["sample_size"])
 
     def eps_fn(params, z, t, labels):
         context = models.class_context(embedder, params["class_embedder"], labels)
@@ -29,14 +43,178 @@ def class_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
         decode_fn=lambda params, z: models.decode_latents(vae, params["vae"], z, scale),
         signal_fn=None,
         null_cond=lambda labels: jnp.full_like(labels, embedder.num_classes),
-        latent_shape=(latent_hw, latent_hw, int(pipe.unet_config["in_channels"])),
+        latent_shape=latent_shape(pipe),
     )
 
 
+def text_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
+    """Sampler callables of a text-conditional (SD) pipeline; params = {'unet', 'vae'}.
+
+    cond is the dict of `encode_prompts`; the text encoder never runs inside the sampler.
+    """
+    unet, vae = pipe.unet, pipe.vae
+    scale = float(pipe.vae_config.get("scaling_factor", 1.0))
+
+    def eps_fn(params, z, t, cond):
+        return models.unet_apply(unet, params["unet"], z, t, cond["context"])
+
+    return sampling.SamplerModels(
+        eps_fn=eps_fn,
+        decode_fn=lambda params, z: models.decode_latents(vae, params["vae"], z, scale),
+        signal_fn=None,
+        null_cond=lambda cond: {**cond, "context": cond["uncond"]},
+        latent_shape=latent_shape(pipe),
+    )
+
+
+def conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
+    """`class_conditional_models` or `text_conditional_models`, whichever the folder is."""
+    if is_class_conditional(pipe):
+        return class_conditional_models(pipe)
+    return text_conditional_models(pipe)
+
+
+def is_class_conditional(pipe: weights.Pipeline) -> bool:
+    """True for our class-conditional folders (a class_embedder/ component)."""
+    return pipe.class_embedder is not None
+
+
+def latent_shape(pipe: weights.Pipeline) -> tuple[int, int, int]:
+    """(h, w, c) of one latent, from the UNet config."""
+    hw = int(pipe.unet_config["sample_size"])
+    return (hw, hw, int(pipe.unet_config["in_channels"]))
+
+
 def pipeline_params(pipe: weights.Pipeline) -> dict[str, PyTree]:
-    """The params pytree `class_conditional_models` expects."""
+    """The params pytree the `*_conditional_models` callables expect."""
+    params = {"unet": pipe.unet_params, "vae": pipe.vae_params}
+    if pipe.class_embedder_params is not None:
+        params["class_embedder"] = pipe.class_embedder_params
+    return params
+
+
+# ---------------------------------------------------------------- text conditioning
+
+
+def encode_text(pipe: weights.Pipeline, prompts: Sequence[str]) -> np.ndarray:
+    """Prompts -> CLIP last hidden states [P, 77, D] f32 (computed once, outside the sampler)."""
+    if pipe.text_encoder is None or pipe.tokenizer is None:
+        raise ValueError(
+            "this pipeline has no text_encoder/ + tokenizer/; prompts need a Stable Diffusion "
+            "folder (or pass class ids to a class-conditional folder)"
+        )
+    ids = models.tokenize(pipe.tokenizer, list(prompts))
+    encode = jax.jit(lambda p, i: models.clip_encode(pipe.text_encoder, p, i))
+    return np.asarray(encode(pipe.text_encoder_params, ids), np.float32)
+
+
+def encode_prompts(
+    pipe: weights.Pipeline,
+    prompts: Sequence[str],
+    labels: Sequence[int] | np.ndarray | None = None,
+    negative_prompt: str = "",
+) -> dict[str, np.ndarray]:
+    """Per-sample text cond {'context' [B,77,D], 'uncond' [B,77,D], 'label' [B] int32}.
+
+    Unique prompts are encoded once; `uncond` is the embedding of `negative_prompt` (default
+    the empty prompt, as diffusers does); `label` is the class id the loss signal scores
+    against (-1 when unknown).
+    """
+    unique = list(dict.fromkeys([*prompts, negative_prompt]))
+    table = encode_text(pipe, unique)
+    rows = np.asarray([unique.index(p) for p in prompts], np.int32)
+    b = len(prompts)
+    labels = np.full(b, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
+    if labels.shape != (b,):
+        raise ValueError(f"labels must be [{b}] like the prompts, got shape {labels.shape}")
+    null = table[unique.index(negative_prompt)]
     return {
-        "unet": pipe.unet_params,
-        "vae": pipe.vae_params,
-        "class_embedder": pipe.class_embedder_params,
+        "context": table[rows],
+        "uncond": np.broadcast_to(null, (b, *null.shape)).copy(),
+        "label": labels,
     }
+
+
+def cond_labels(cond: Any) -> jax.Array:
+    """Class ids [B] of a cond: the cond itself (class models) or cond['label'] (text models)."""
+    return cond["label"] if isinstance(cond, Mapping) else cond
+
+
+# ---------------------------------------------------------------- signals
+
+
+def to_predictor_input(images: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """[B,H,W,C] in [-1,1] -> [B,*shape]: channel mean to grey, bilinear resize (differentiable)."""
+    h, w, c = (int(s) for s in shape)
+    if images.shape[-1] != c:
+        if c != 1:
+            raise ValueError(f"cannot map {images.shape[-1]}-channel images to {c} channels")
+        images = jnp.mean(images, axis=-1, keepdims=True)
+    if images.shape[1:3] != (h, w):
+        # antialias: downsampling 512 px to 32 px without it would alias away the content.
+        images = jax.image.resize(images, (images.shape[0], h, w, c), "linear", antialias=True)
+    return images
+
+
+def parse_signal(spec: str | Mapping[str, float]) -> dict[str, float]:
+    """'entropy' | 'entropy:1,epistemic:0.5' | {'entropy': 1.0} -> {name: weight}."""
+    if isinstance(spec, Mapping):
+        weights_ = {str(k): float(v) for k, v in spec.items()}
+    else:
+        weights_ = {}
+        for part in str(spec).replace(" ", "").split(","):
+            if not part:
+                continue
+            name, _, w = part.partition(":")
+            try:
+                weights_[name] = float(w) if w else 1.0
+            except ValueError:
+                raise ValueError(f"signal weight {w!r} of {name!r} is not a number") from None
+    unknown = sorted(set(weights_) - set(signals.SIGNAL_NAMES))
+    if unknown or not weights_:
+        raise ValueError(
+            f"bad signal {spec!r}: unknown {unknown}; use one of {signals.SIGNAL_NAMES} or a "
+            "weighted sum like 'entropy:1,epistemic:0.5'"
+        )
+    return weights_
+
+
+def predictor_signal(
+    bundle: predictor.PredictorBundle,
+    signal: str | Mapping[str, float],
+    input_shape: Sequence[int] | None = None,
+) -> SignalFn:
+    """signal_fn(params{'predictor','heads'}, images [B,H,W,C], cond) -> weighted signal [B].
+
+    `input_shape` (h, w, c) is what the predictor takes (default: the bundle's metadata, else
+    the images as they are); 'loss' scores against the conditioning class.
+    """
+    weights_ = parse_signal(signal)
+    if "epistemic" in weights_ and bundle.heads is None:
+        raise ValueError("signal 'epistemic' needs a bundle with epistemic heads")
+    score = bundle.scorer().jitted
+    shape = input_shape or bundle.metadata.get("input", {}).get("shape")
+
+    def signal_fn(params, images, cond):
+        x = images if shape is None else to_predictor_input(images, shape)
+        labels = cond_labels(cond) if "loss" in weights_ else None
+        return signals.weighted_signal(score(params, x, labels), weights_)
+
+    return signal_fn
+
+
+def with_signal(
+    diffusion_models: sampling.SamplerModels, signal_fn: SignalFn
+) -> sampling.SamplerModels:
+    """The same sampler callables plus a signal; params become {'diffusion', 'predictor'}."""
+    eps_fn, decode_fn = diffusion_models.eps_fn, diffusion_models.decode_fn
+    return diffusion_models._replace(
+        eps_fn=lambda params, z, t, cond: eps_fn(params["diffusion"], z, t, cond),
+        decode_fn=lambda params, z: decode_fn(params["diffusion"], z),
+        signal_fn=lambda params, images, cond: signal_fn(params["predictor"], images, cond),
+    )
+
+
+def guided_params(diffusion_params: PyTree, predictor_params: PyTree) -> dict[str, PyTree]:
+    """The params pytree `with_signal` models expect."""
+    return {"diffusion": diffusion_params, "predictor": predictor_params}

@@ -74,6 +74,7 @@ LIST_NAMES = frozenset(
         "layers",
     }
 )
+PT_METADATA = {"format": "pt"}  # what torch-side savers write; never mutated
 # Buffers some checkpoints carry that are not parameters (recomputed by the model).
 IGNORED_KEYS = frozenset({"embeddings.position_ids"})
 # Pre-0.14 diffusers VAE attention names, renamed on load as diffusers itself does.
@@ -87,7 +88,7 @@ class Storage(NamedTuple):
     dtype: str = "float32"  # float32 | float16 | bfloat16
     variant: str | None = None  # e.g. "fp16" -> diffusion_pytorch_model.fp16.safetensors
     prefix: str = ""  # e.g. "text_model." (transformers 4 CLIP checkpoints)
-    metadata: dict[str, str] | None = {"format": "pt"}  # the safetensors header metadata
+    metadata: Mapping[str, str] | None = PT_METADATA  # the safetensors header metadata
 
 
 class Pipeline(NamedTuple):
@@ -154,7 +155,7 @@ def read_tensor(info: TensorInfo) -> np.ndarray:
 def write_safetensors(
     path: pathlib.Path,
     tensors: Mapping[str, np.ndarray],
-    metadata: Mapping[str, str] | None = {"format": "pt"},  # noqa: B006 (read-only)
+    metadata: Mapping[str, str] | None = PT_METADATA,
 ) -> None:
     """Write tensors the way the Rust `safetensors` serializer does (same bytes as torch's)."""
     names = {v: k for k, v in ST_DTYPES.items()}

@@ -239,3 +239,13 @@ def test_class_conditional_pipeline_round_trip(pipe, tmp_path):
         class_context(loaded.class_embedder, loaded.class_embedder_params, labels),
         class_context(embedder, params, labels),
     )
+
+
+def test_null_components_in_model_index_are_skipped(tmp_path):
+    folder = copy(SD1, tmp_path)
+    shutil.rmtree(folder / "text_encoder")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["text_encoder"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    loaded = W.load_pipeline(folder)
+    assert loaded.text_encoder is None and loaded.tokenizer is not None

@@ -240,13 +240,11 @@ def main() -> None:
         for k, v in reference_outputs(folder, inputs).items():
             arrays[f"{variant}.{k}"] = v
     np.savez_compressed(FIXTURES / "tiny_sd_outputs.npz", **arrays)
-    try:  # scheduler golden outputs, written by tools/scheduler_fixtures.py when present
+    try:  # scheduler golden outputs (tools/scheduler_fixtures.py, another engineer's module)
         sys.path.insert(0, str(ROOT / "tools"))
         from scheduler_fixtures import make_scheduler_fixtures
-    except ImportError:
-        # TODO(lead): call tools/scheduler_fixtures.make_scheduler_fixtures(FIXTURES) here once
-        # that module exists.
-        print("tools/scheduler_fixtures.py not found: scheduler fixtures not written")
+    except ImportError as e:
+        print(f"scheduler fixtures not written ({e})")
     else:
         make_scheduler_fixtures(FIXTURES)
     total = sum(f.stat().st_size for f in FIXTURES.rglob("*") if f.is_file())

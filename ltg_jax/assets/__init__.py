@@ -1,0 +1,17 @@
+"""The embedded default's shipped models: where they are and how they are sampled by default.
+
+fashion_mnist_ldm/          diffusers-format class-conditional LDM (unet/, vae/,
+                            class_embedder/, scheduler/), trained by train/vae.py + train/ldm.py
+predictor_bundle.msgpack    the Fashion-MNIST-LT predictor + epistemic heads
+oracle_bundle.msgpack       the oracle classifier (full balanced Fashion-MNIST)
+"""
+
+from pathlib import Path
+
+ASSETS = Path(__file__).parent
+EMBEDDED_LDM = ASSETS / "fashion_mnist_ldm"
+PREDICTOR_BUNDLE = ASSETS / "predictor_bundle.msgpack"
+ORACLE_BUNDLE = ASSETS / "oracle_bundle.msgpack"
+# The sampling defaults the shipped LDM's quality figures were measured at.
+DEFAULT_NUM_STEPS = 25
+DEFAULT_CFG_SCALE = 3.0

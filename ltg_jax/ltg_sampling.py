@@ -1,0 +1,534 @@
+"""LTG sampling runs: validate, plan global indices, sample batch by batch, write a dataset.
+
+`run_ltg(config, workdir)` is what `python -m sample.ltg` calls (configs/ltg.py). Sample i of a
+run is fixed by the class order and per-class counts, and draws its noise from
+fold_in(seed, i), so a run killed at any moment and restarted with the same command ends with
+every sample written exactly once and identical to an uninterrupted run. Every process writes
+only its own rows of each batch; process 0 writes the shared files. Layout of `workdir`:
+
+    config.json        the run's config + model/predictor hashes (checked on resume)
+    data/              the dataset (ltg_jax.data.synthetic): class folders + metadata.jsonl
+    contact_sheets/    one PNG per class, samples sorted by signal (hardest last)
+    summary.json       counts, mean signals per class, wall time, hashes
+
+`run_grid(config, workdir)` (python -m sample.grid) draws unguided grids of class ids or prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from ltg_jax import diffusion, io, parallel, predictor, sampling, signals, weights
+from ltg_jax.data import synthetic
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+DATA_DIR = "data"
+SHEETS_DIR = "contact_sheets"
+# Config keys that do not change any sample (fold_in(seed, global index)): may differ on resume.
+RESUME_FREE_KEYS = frozenset({"batch_size", "sheet_columns"})
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ================================================================ validation (before compute)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderInfo:
+    """What a diffusers-format folder is, read from its JSON files only (no weights)."""
+
+    path: Path
+    kind: str  # "class" | "text"
+    num_classes: int | None  # class models: K of class_embedder/config.json
+    scheduler: dict[str, Any]
+
+
+def inspect_folder(path: str | os.PathLike, field: str = "pipeline") -> FolderInfo:
+    """Checks a model folder from its JSON files; errors name the config field to fix."""
+    path = Path(path)
+    fix = (
+        f"set --config.{field} to a diffusers-format folder (the embedded model, a folder "
+        "written by `python -m train.ldm` (workdir/pipeline), or a Stable Diffusion folder "
+        "saved with `save_pretrained`)"
+    )
+    if not path.is_dir():
+        raise FileNotFoundError(f"no model folder at {path}; {fix}")
+    if not (path / "model_index.json").is_file():
+        raise ValueError(f"{path} has no model_index.json, so it is not a diffusers folder; {fix}")
+    for part in ("unet", "vae"):
+        if not (path / part / "config.json").is_file():
+            raise ValueError(f"{path} has no {part}/config.json; {fix}")
+    sched = path / "scheduler" / "scheduler_config.json"
+    if not sched.is_file():
+        raise ValueError(f"{path} has no scheduler/scheduler_config.json (needed to sample)")
+    embedder = path / "class_embedder" / "config.json"
+    if embedder.is_file():
+        return FolderInfo(path, "class", int(io.read_json(embedder)["num_classes"]), _json(sched))
+    if (path / "text_encoder").is_dir() and (path / "tokenizer").is_dir():
+        return FolderInfo(path, "text", None, _json(sched))
+    raise ValueError(
+        f"{path} has neither class_embedder/ (class-conditional) nor text_encoder/ + "
+        f"tokenizer/ (text-conditional); {fix}"
+    )
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return dict(io.read_json(path))
+
+
+def load_bundle(path: str | os.PathLike) -> predictor.PredictorBundle:
+    """The predictor bundle, with errors that name --config.predictor."""
+    try:
+        return predictor.load_predictor_bundle(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"--config.predictor: {e}") from e
+    except Exception as e:  # a truncated or foreign msgpack file
+        raise ValueError(
+            f"--config.predictor: {path} is not a readable predictor bundle ({e}); point it at a "
+            "predictor_bundle.msgpack written by `python -m train.epistemic_head`"
+        ) from e
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The classes of a run and how many samples each gets (fixes every global index)."""
+
+    class_ids: tuple[int, ...]
+    class_names: tuple[str, ...]  # name of each planned class
+    labels: tuple[str, ...]  # prompt (text models) or class name (class models)
+    counts: tuple[int, ...]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+    def class_positions(self) -> np.ndarray:
+        """[N] position in `class_ids` of global sample i (class order, then per-class count)."""
+        return np.repeat(np.arange(len(self.counts)), self.counts).astype(np.int32)
+
+
+def _tuple(value: Any) -> tuple:
+    """Config values arrive as int, str, list or tuple; always hand back a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value,)
+
+
+def make_plan(
+    config: ml_collections.ConfigDict, info: FolderInfo, bundle: predictor.PredictorBundle
+) -> Plan:
+    """Classes, names, prompts and counts of a run; every mismatch is an error naming the fix."""
+    k_pred = int(bundle.predictor.num_classes)
+    names = tuple(str(n) for n in _tuple(config.class_names)) or tuple(
+        str(n) for n in bundle.metadata.get("classes", [f"class_{i}" for i in range(k_pred)])
+    )
+    k = info.num_classes if info.kind == "class" else len(names)
+    if info.kind == "class" and k != k_pred:
+        raise ValueError(
+            f"the model folder has {k} classes but the predictor {k_pred}; use a predictor "
+            "trained on the same label set (--config.predictor) or the matching folder"
+        )
+    if len(names) != k:
+        raise ValueError(
+            f"{len(names)} class names for {k} classes; set --config.class_names to {k} names "
+            "(or leave it empty to use the predictor bundle's names)"
+        )
+    ids = tuple(int(i) for i in _tuple(config.classes)) or tuple(range(k))
+    bad = [i for i in ids if not 0 <= i < k]
+    if bad:
+        raise ValueError(f"class ids {bad} out of range [0, {k}); fix --config.classes")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"--config.classes repeats ids: {list(ids)}")
+    counts = tuple(int(c) for c in _tuple(config.samples_per_class))
+    if len(counts) == 1:
+        counts = counts * len(ids)
+    if len(counts) != len(ids) or any(c < 0 for c in counts) or not sum(counts):
+        raise ValueError(
+            f"--config.samples_per_class={list(counts)}: give one count >= 0 for all classes or "
+            f"one per class ({len(ids)}), with at least one sample in all"
+        )
+    class_names = tuple(names[i] for i in ids)
+    if info.kind == "text":
+        try:
+            labels = tuple(str(config.prompt).format(**{"class": n}) for n in class_names)
+        except (KeyError, IndexError) as e:
+            raise ValueError(
+                f"--config.prompt={config.prompt!r}: use {{class}} for the class name ({e})"
+            ) from None
+    else:
+        labels = class_names
+    return Plan(ids, class_names, labels, counts)
+
+
+def check_run_settings(
+    config: ml_collections.ConfigDict, bundle: predictor.PredictorBundle
+) -> dict[str, float]:
+    """Signal, batch size and dtype checks; returns the signal weights."""
+    weights_ = diffusion.parse_signal(config.signal)
+    if "epistemic" in weights_ and bundle.heads is None:
+        raise ValueError(
+            f"--config.signal={config.signal!r} needs epistemic heads but the bundle "
+            f"{config.predictor} has none; train them (`python -m train.epistemic_head`) or "
+            "drop 'epistemic'"
+        )
+    n_dev, n_proc = jax.device_count(), jax.process_count()
+    if config.batch_size < 1 or config.batch_size % n_dev:
+        raise ValueError(
+            f"--config.batch_size={config.batch_size} must be a positive multiple of the "
+            f"{n_dev} devices (x {n_proc} processes)"
+        )
+    if config.dtype not in DTYPES:
+        raise ValueError(f"--config.dtype={config.dtype!r}; use one of {sorted(DTYPES)}")
+    return weights_
+
+
+def sampler_config(config: ml_collections.ConfigDict, info: FolderInfo) -> sampling.SamplerConfig:
+    """The static sampler settings: config.sampler plus the folder's scheduler."""
+    return sampling.SamplerConfig.from_config(
+        {**config.sampler.to_dict(), "scheduler": info.scheduler}
+    )
+
+
+# ================================================================ planning
+
+
+def pending_batches(
+    num_samples: int, done: set[int] | frozenset[int], batch_size: int
+) -> list[tuple[np.ndarray, int]]:
+    """Fixed-size batches (indices [B] int32, valid count) of the indices not yet written.
+
+    The last batch is padded by repeating its last index; padded rows are computed, not written.
+    """
+    todo = np.asarray([i for i in range(num_samples) if i not in done], np.int32)
+    out = []
+    for start in range(0, todo.size, batch_size):
+        chunk = todo[start : start + batch_size]
+        pad = np.full(batch_size - chunk.size, chunk[-1], np.int32)
+        out.append((np.concatenate([chunk, pad]), int(chunk.size)))
+    return out
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 hex of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_record(config: ml_collections.ConfigDict, hashes: Mapping[str, str]) -> dict[str, Any]:
+    """What config.json holds: the config and the hashes of the models it used."""
+    return json.loads(json.dumps({"config": config.to_dict(), **hashes}, default=list))
+
+
+def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: Path) -> None:
+    """Raises unless a saved run record matches the current one (up to RESUME_FREE_KEYS)."""
+
+    def strip(record):
+        cfg = {k: v for k, v in record["config"].items() if k not in RESUME_FREE_KEYS}
+        return {**record, "config": cfg}
+
+    a, b = strip(saved), strip(current)
+    if a != b:
+        diff = _diff(a, b)
+        raise ValueError(
+            f"{workdir} holds a different run ({diff[:5]}); restart with the same config "
+            "to resume it, or use a new --workdir"
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two JSON trees differ, as 'key: saved -> now'."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def _sync(name: str) -> None:
+    """Barrier across processes (no-op on one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+# ================================================================ the run
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run needs, built once: models, params, the jitted sampler and scorer."""
+
+    plan: Plan
+    info: FolderInfo
+    bundle: predictor.PredictorBundle
+    signal_weights: dict[str, float]
+    hashes: dict[str, str]
+    sampler: Any
+    params: Any
+    cond_table: Any  # per planned class: labels [P] or the text cond dict [P, ...]
+    score: Any  # (predictor params, images, labels) -> {signal: [B]}
+    predictor_shape: tuple[int, int, int]
+
+
+def validate(config: ml_collections.ConfigDict):
+    """All cheap checks before any compute: (folder info, bundle, plan, signal weights)."""
+    info = inspect_folder(config.pipeline)
+    bundle = load_bundle(config.predictor)
+    weights_ = check_run_settings(config, bundle)
+    plan = make_plan(config, info, bundle)
+    sampler_config(config, info)  # rejects bad solver/steps/guidance keys now
+    return info, bundle, plan, weights_
+
+
+def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
+    """Validates, then loads the models and builds the jitted sampler (not yet compiled)."""
+    info, bundle, plan, weights_ = validate(config)
+    pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
+    shape = tuple(bundle.metadata.get("input", {}).get("shape", (32, 32, 1)))
+    base = diffusion.conditional_models(pipe)
+    models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, weights_, shape))
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    ids = np.asarray(plan.class_ids, np.int32)
+    if info.kind == "class":
+        cond_table = ids
+    else:
+        cond_table = diffusion.encode_prompts(pipe, plan.labels, ids, config.negative_prompt)
+    params = parallel.replicate(
+        diffusion.guided_params(diffusion.pipeline_params(pipe), bundle.params), mesh
+    )
+    hashes = {
+        "model_hash": weights.weights_hash(info.path),
+        "predictor_hash": file_hash(config.predictor),
+    }
+    score_fn = bundle.scorer().jitted
+    score = jax.jit(lambda p, x, y: score_fn(p, diffusion.to_predictor_input(x, shape), y))
+    return Setup(
+        plan=plan,
+        info=info,
+        bundle=bundle,
+        signal_weights=weights_,
+        hashes=hashes,
+        sampler=sampling.make_sampler(sampler_config(config, info), models_, mesh),
+        params=params,
+        cond_table=cond_table,
+        score=score,
+        predictor_shape=shape,
+    )
+
+
+def _take(tree: Any, rows: np.ndarray) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x)[rows], tree)
+
+
+def _run_sampler(sampler, params, idx, cond, seed: int) -> sampling.SampleOutput:
+    """Calls the jitted sampler with every argument already placed on the global mesh."""
+    # Replicated global arrays, not host values: multi-process jit needs them placed.
+    rng, w = parallel.replicate((jax.random.key(seed), jnp.asarray(1.0, jnp.float32)), sampler.mesh)
+    return sampler.jitted(params, idx, cond, rng, w)
+
+
+def sample_batch(
+    setup: Setup, config: ml_collections.ConfigDict, indices: np.ndarray, positions: np.ndarray
+) -> dict[str, np.ndarray]:
+    """This process's rows of one global batch: images [b,H,W,C] in [-1,1] and their signals.
+
+    Signals are those of the images as written (8-bit), so the metadata can be recomputed
+    from the PNG files; 'guidance' is the weighted signal the run followed.
+    """
+    local = parallel.process_batch_slice(indices.size)
+    cond = _take(setup.cond_table, positions[indices[local]])
+    idx, cond = parallel.host_local_to_global((indices[local], cond), setup.sampler.mesh)
+    out = _run_sampler(setup.sampler, setup.params, idx, cond, config.seed)
+    images = io.to_uint8(parallel.global_to_host_local(out.images)).astype(np.float32)
+    images = images / 127.5 - 1.0
+    labels = np.asarray(setup.plan.class_ids, np.int32)[positions[indices[local]]]
+    scores = setup.score(setup.bundle.params, images, labels)
+    scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
+    return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}
+
+
+def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """The whole LTG run into `workdir` (resumable); returns the summary."""
+    start_time = time.time()
+    workdir = Path(workdir)
+    setup = build(config)  # every input check happens here, before any sampling
+    plan, data = setup.plan, workdir / DATA_DIR
+    record = run_record(config, setup.hashes)
+    if (workdir / CONFIG_FILE).is_file():
+        check_resume(io.read_json(workdir / CONFIG_FILE), record, workdir)
+    elif parallel.is_process_zero():
+        io.atomic_write_json(workdir / CONFIG_FILE, record)
+
+    pid, nproc = jax.process_index(), jax.process_count()
+    metadata = synthetic.metadata_path(data, pid, nproc)
+    synthetic.repair_metadata(metadata)
+    _sync("ltg_repaired")
+    done = {r["index"] for r in synthetic.read_rows(data)}
+    _sync("ltg_planned")  # nobody writes before every process has read the same done set
+
+    positions = plan.class_positions()
+    batches = pending_batches(plan.num_samples, done, int(config.batch_size))
+    bar = tqdm(
+        total=plan.num_samples,
+        initial=len(done),
+        desc="ltg",
+        unit="img",
+        disable=not parallel.is_process_zero(),
+    )
+    w = float(config.sampler.guidance.w)
+    for indices, valid in batches:
+        out = sample_batch(setup, config, indices, positions)
+        local = parallel.process_batch_slice(indices.size)
+        for j, i in enumerate(indices[local]):
+            if local.start + j >= valid:
+                continue  # padding of the last batch
+            c = int(positions[i])
+            sig = {k.split("/", 1)[1]: float(v[j]) for k, v in out.items() if "/" in k}
+            row = synthetic.sample_row(
+                index=int(i),
+                class_id=plan.class_ids[c],
+                class_name=plan.class_names[c],
+                label=plan.labels[c],
+                seed=int(config.seed),
+                guidance=str(config.variant),
+                w=w,
+                signals=sig,
+                signal=str(config.signal),
+                **setup.hashes,
+            )
+            synthetic.write_sample(data, out["images"][j], row, metadata)
+        bar.update(valid)
+    bar.close()
+
+    _sync("ltg_sampled")
+    summary = {}
+    if parallel.is_process_zero():
+        rows = synthetic.finalize_metadata(data)
+        write_contact_sheets(data, rows, workdir / SHEETS_DIR, int(config.sheet_columns))
+        summary = summarize(rows, plan, setup.hashes, config)
+        summary.update(
+            wall_time_s=round(time.time() - start_time, 3),
+            resumed_with=len(done),
+            generated=plan.num_samples - len(done),
+        )
+        io.atomic_write_json(workdir / SUMMARY_FILE, summary)
+    _sync("ltg_done")
+    return summary
+
+
+# ================================================================ outputs
+
+
+def write_contact_sheets(
+    data: Path, rows: Sequence[Mapping[str, Any]], out: Path, columns: int = 8
+) -> list[Path]:
+    """One PNG per class of its samples sorted by guidance signal, hardest (highest) last."""
+    by_class: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_class.setdefault(r["file_name"].split("/")[0], []).append(r)
+    paths = []
+    for folder, class_rows in sorted(by_class.items()):
+        class_rows = sorted(class_rows, key=lambda r: (_sort_key(r), r["index"]))
+        images = np.stack([io.load_png(data / r["file_name"]) for r in class_rows])
+        paths.append(io.save_grid(out / f"{folder}.png", images, columns=columns))
+    return paths
+
+
+def _sort_key(row: Mapping[str, Any]) -> float:
+    value = row["signals"].get("guidance", float("nan"))
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def summarize(
+    rows: Sequence[Mapping[str, Any]],
+    plan: Plan,
+    hashes: Mapping[str, str],
+    config: ml_collections.ConfigDict,
+) -> dict[str, Any]:
+    """Counts and mean signals per class (the run's summary.json, less timing)."""
+    per_class = {}
+    for cid, name in zip(plan.class_ids, plan.class_names, strict=True):
+        class_rows = [r for r in rows if r["class_id"] == cid]
+        names = sorted({k for r in class_rows for k in r["signals"]})
+        per_class[synthetic.class_folder(cid, name)] = {
+            "class_id": cid,
+            "class_name": name,
+            "count": len(class_rows),
+            "mean_signals": {
+                k: float(np.mean([r["signals"][k] for r in class_rows])) for k in names
+            },
+        }
+    return {
+        "num_samples": len(rows),
+        "planned": plan.num_samples,
+        "variant": str(config.variant),
+        "signal": str(config.signal),
+        "w": float(config.sampler.guidance.w),
+        "per_class": per_class,
+        **hashes,
+    }
+
+
+# ================================================================ unguided grids
+
+
+def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
+    """Unguided samples of class ids (class models) or prompts (text models) as one PNG grid.
+
+    Rows are classes/prompts, `per_row` samples each; written by process 0 to workdir/grid.png.
+    """
+    info = inspect_folder(config.pipeline)
+    per_row = int(config.per_row)
+    scfg = sampler_config(config, info)
+    pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
+    models_ = diffusion.conditional_models(pipe)
+    if info.kind == "class":
+        ids = np.asarray(_tuple(config.classes) or range(info.num_classes), np.int32)
+        bad = [int(i) for i in ids if not 0 <= i < info.num_classes]
+        if bad:
+            raise ValueError(
+                f"class ids {bad} out of range [0, {info.num_classes}); fix --config.classes"
+            )
+        cond = np.repeat(ids, per_row)
+    else:
+        prompts = [str(p) for p in _tuple(config.prompts)]
+        if not prompts:
+            raise ValueError("a text model needs --config.prompts (a list of prompts)")
+        cond = diffusion.encode_prompts(
+            pipe, [p for p in prompts for _ in range(per_row)], None, config.negative_prompt
+        )
+    n = len(jax.tree.leaves(cond)[0])
+    mesh = parallel.data_mesh()
+    batch = int(config.batch_size)
+    if batch % mesh.size:
+        raise ValueError(f"--config.batch_size={batch} must be a multiple of {mesh.size} devices")
+    sampler = sampling.make_sampler(scfg, models_, mesh)
+    params = parallel.replicate(diffusion.pipeline_params(pipe), mesh)
+    images = []
+    for indices, valid in pending_batches(n, set(), batch):
+        local = parallel.process_batch_slice(batch)
+        idx, c = parallel.host_local_to_global((indices[local], _take(cond, indices[local])), mesh)
+        out = _run_sampler(sampler, params, idx, c, config.seed)
+        # Process 0 needs every row for the grid: gather the (small) images.
+        full = np.asarray(multihost_utils.process_allgather(out.images, tiled=True))
+        images.append(full[:valid])
+    path = Path(workdir) / "grid.png"
+    if parallel.is_process_zero():
+        io.save_grid(path, np.concatenate(images), columns=per_row)
+    return path

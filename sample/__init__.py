@@ -1,0 +1,1 @@
+"""Thin sampling entrypoints: LTG datasets (sample.ltg) and unguided grids (sample.grid)."""

@@ -1,0 +1,31 @@
+"""Longtail Guidance sampling into a resumable synthetic dataset; see configs/ltg.py.
+
+python -m sample.ltg --config configs/ltg.py:epistemic --workdir runs/ltg
+Multi-host (TPU pod / several GPU hosts): the same command on every process with
+LTG_DISTRIBUTED=1 (or --distributed).
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ltg_jax import ltg_sampling, parallel
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/ltg.py:VARIANT")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (rerun the same command to resume).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", None, "Call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
+    summary = ltg_sampling.run_ltg(_CONFIG.value, _WORKDIR.value)
+    if parallel.is_process_zero():
+        print(f"{summary['num_samples']} samples in {_WORKDIR.value}/data "
+              f"({summary['wall_time_s']:.1f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)
