@@ -7,12 +7,9 @@ r"""Unguided sample grids: one row per class id (class models) or per prompt (te
 Writes workdir/grid.png (rows = classes/prompts, per_row samples each), one jitted sampler.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-# The embedded class-conditional model (see configs/ltg.py).
-PIPELINE = Path(__file__).resolve().parents[1] / "ltg_jax" / "assets" / "ldm_fashion_mnist"
+from ltg_jax import assets
 
 VARIANTS = ("default", "text", "test")
 
@@ -23,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown grid variant {variant!r}; choose from {VARIANTS}.")
     config = ml_collections.ConfigDict()
-    config.pipeline = str(PIPELINE)
+    config.pipeline = str(assets.EMBEDDED_LDM)
     config.classes = ()  # class models: ids, empty = all
     config.prompts = ()  # text models: one row per prompt
     config.negative_prompt = ""
@@ -33,10 +30,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dtype = "float32"
     config.remat = "none"
     config.sampler = ml_collections.ConfigDict()  # unguided: no guidance block
-    config.sampler.num_steps = 25
+    config.sampler.num_steps = assets.DEFAULT_NUM_STEPS
     config.sampler.solver = "ddim"
     config.sampler.eta = 0.0
-    config.sampler.cfg_scale = 3.0
+    config.sampler.cfg_scale = assets.DEFAULT_CFG_SCALE
     if variant == "text":
         config.pipeline = ""
         config.prompts = ("a photo of a cat", "a photo of a dog")

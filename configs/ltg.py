@@ -18,15 +18,10 @@ RESULTS (2 shared CPU cores, jax 0.10.2): not measured yet on the embedded model
 weight w is untuned (the mining-loop issue sweeps it on the validation split).
 """
 
-from pathlib import Path
-
 import ml_collections
 
-ASSETS = Path(__file__).resolve().parents[1] / "ltg_jax" / "assets"
-# The embedded default (shipped by the lead under ltg_jax/assets/): class-conditional LDM
-# folder and the Fashion-MNIST-LT predictor + epistemic heads.
-PIPELINE = ASSETS / "ldm_fashion_mnist"
-PREDICTOR = ASSETS / "predictor_lt.msgpack"
+from ltg_jax import assets
+
 SIGNALS = {
     "epistemic": "epistemic",
     "entropy": "entropy",
@@ -44,8 +39,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown ltg variant {variant!r}; choose from {VARIANTS}.")
     config = ml_collections.ConfigDict()
     config.variant = variant  # recorded per sample as the guidance variant
-    config.pipeline = str(PIPELINE)  # diffusers-format folder (class- or text-conditional)
-    config.predictor = str(PREDICTOR)  # predictor(+heads) bundle, predictor_bundle.msgpack
+    config.pipeline = str(assets.EMBEDDED_LDM)  # diffusers folder (class- or text-conditional)
+    config.predictor = str(assets.PREDICTOR_BUNDLE)  # predictor(+heads) bundle
     config.classes = ()  # class ids to sample; empty = all classes
     config.class_names = ()  # empty = the predictor bundle's names
     config.prompt = "a photo of a {class}"  # text models only
@@ -59,10 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sheet_columns = 8
 
     config.sampler = ml_collections.ConfigDict()
-    config.sampler.num_steps = 25
+    config.sampler.num_steps = assets.DEFAULT_NUM_STEPS
     config.sampler.solver = "ddim"  # ddim | dpmsolver++
     config.sampler.eta = 0.0
-    config.sampler.cfg_scale = 3.0
+    config.sampler.cfg_scale = assets.DEFAULT_CFG_SCALE
     g = config.sampler.guidance = ml_collections.ConfigDict()
     g.w = 2.0  # untuned; 0 = unguided
     g.w_schedule = "constant"  # constant | linear | cosine

@@ -5,16 +5,17 @@ Variants (`--config configs/predictor.py:VARIANT`):
   default  Fashion-MNIST-LT (12,406 long-tailed train images), 1,200 steps of batch 128.
            nice -n 10 python -m train.predictor --config configs/predictor.py:default \
                --workdir runs/predictor
-           Run time on 2 CPU cores: 217 s of CPU in all (~0.14 s/step alone, ~3.7 min wall);
-           measured 6:40 wall while 3 other jobs shared the 2 cores.
-           Expected (measured, seed 0): test overall 0.722, many 0.895, medium 0.504 (Shirt
-           0.015: absorbed by T-shirt/Pullover), few 0.710; validation overall 0.719.
+           Run time on 2 CPU cores: 212 s of CPU in all (~0.14 s/step; ~3.5-4 min wall alone);
+           measured 6:05 wall while 3 other jobs shared the 2 cores.
+           Expected (measured, seed 0): test overall 0.842, many 0.935, medium 0.671 (Shirt
+           0.297: absorbed by T-shirt/Pullover), few 0.888; validation overall 0.839.
   oracle   Same architecture on the full balanced Fashion-MNIST (60,000 train images, needs the
-           original idx files, e.g. `apt-get install dataset-fashion-mnist`), 3,000 steps.
+           original idx files, e.g. `apt-get install dataset-fashion-mnist`), 4,000 steps.
            nice -n 10 python -m train.predictor --config configs/predictor.py:oracle \
                --workdir runs/oracle
-           Run time on 2 CPU cores: ~7-8 min. Expected: test accuracy >= 0.90. Used to judge the
-           class fidelity of generated images.
+           Run time on 2 CPU cores: 729 s of CPU (~10 min alone); measured 16:53 wall while
+           shared. Measured: test accuracy 0.924 (Shirt 0.741, others 0.875-0.990). Judges the
+           class fidelity of generated images (shipped as ltg_jax/assets/oracle_bundle.msgpack).
   test     Tiny model and run (seconds), for tests and smoke runs (alias: runlocal).
 
 Any key can be overridden, e.g. `--config.train.num_steps=600 --config.model.widths='(16,32,64)'`;
@@ -45,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.widths = (32, 64, 128)
     config.model.feature_dim = 128
     config.model.norm_groups = 8
+    config.model.pooling = "flatten"  # or "mean"
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128
@@ -63,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if variant == "oracle":
         config.data.config = "full"
-        config.train.num_steps = 3000
+        config.train.num_steps = 4000
         config.checkpoint_every = 500
     elif variant in ("test", "runlocal"):
         config.model.widths = (4, 8)

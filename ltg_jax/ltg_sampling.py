@@ -40,7 +40,8 @@ CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 DATA_DIR = "data"
 SHEETS_DIR = "contact_sheets"
-# Config keys that do not change any sample (fold_in(seed, global index)): may differ on resume.
+# Config keys free to change on resume: samples depend on fold_in(seed, global index) only
+# (bit-identity with an uninterrupted run also needs the same batch size and hardware).
 RESUME_FREE_KEYS = frozenset({"batch_size", "sheet_columns"})
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -95,9 +96,9 @@ def load_bundle(path: str | os.PathLike) -> predictor.PredictorBundle:
     """The predictor bundle, with errors that name --config.predictor."""
     try:
         return predictor.load_predictor_bundle(path)
-    except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"--config.predictor: {e}") from e
-    except Exception as e:  # a truncated or foreign msgpack file
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--config.predictor: {e}") from e
+    except Exception as e:  # not a bundle: wrong format tag, truncated or foreign msgpack
         raise ValueError(
             f"--config.predictor: {path} is not a readable predictor bundle ({e}); point it at a "
             "predictor_bundle.msgpack written by `python -m train.epistemic_head`"
@@ -131,12 +132,17 @@ def _tuple(value: Any) -> tuple:
     return (value,)
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """Class names from a tuple, or from 'a,b,c' (what `--config.class_names=a,b,c` gives)."""
+    return tuple(n.strip() for v in _tuple(value) for n in str(v).split(",") if n.strip())
+
+
 def make_plan(
     config: ml_collections.ConfigDict, info: FolderInfo, bundle: predictor.PredictorBundle
 ) -> Plan:
     """Classes, names, prompts and counts of a run; every mismatch is an error naming the fix."""
     k_pred = int(bundle.predictor.num_classes)
-    names = tuple(str(n) for n in _tuple(config.class_names)) or tuple(
+    names = _names(config.class_names) or tuple(
         str(n) for n in bundle.metadata.get("classes", [f"class_{i}" for i in range(k_pred)])
     )
     k = info.num_classes if info.kind == "class" else len(names)
@@ -211,17 +217,25 @@ def sampler_config(config: ml_collections.ConfigDict, info: FolderInfo) -> sampl
 
 def pending_batches(
     num_samples: int, done: set[int] | frozenset[int], batch_size: int
-) -> list[tuple[np.ndarray, int]]:
-    """Fixed-size batches (indices [B] int32, valid count) of the indices not yet written.
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(indices [B] int32, write mask [B] bool) of each batch that still has unwritten samples.
 
-    The last batch is padded by repeating its last index; padded rows are computed, not written.
+    Batch k is always indices [kB, (k+1)B), padded at the end by repeating the last index, so
+    a resumed run computes every sample in the same batch as an uninterrupted one (identical
+    numerics even where XLA results depend on the batch); written and padded rows are masked.
     """
-    todo = np.asarray([i for i in range(num_samples) if i not in done], np.int32)
     out = []
-    for start in range(0, todo.size, batch_size):
-        chunk = todo[start : start + batch_size]
-        pad = np.full(batch_size - chunk.size, chunk[-1], np.int32)
-        out.append((np.concatenate([chunk, pad]), int(chunk.size)))
+    for start in range(0, num_samples, batch_size):
+        chunk = np.arange(start, min(start + batch_size, num_samples), dtype=np.int32)
+        write = np.asarray([int(i) not in done for i in chunk])
+        if write.any():
+            pad = batch_size - chunk.size
+            out.append(
+                (
+                    np.concatenate([chunk, np.full(pad, chunk[-1], np.int32)]),
+                    np.pad(write, (0, pad)),
+                )
+            )
     return out
 
 
@@ -292,8 +306,29 @@ def validate(config: ml_collections.ConfigDict):
     bundle = load_bundle(config.predictor)
     weights_ = check_run_settings(config, bundle)
     plan = make_plan(config, info, bundle)
+    k_pred = int(bundle.predictor.num_classes)
+    if "loss" in weights_ and max(plan.class_ids) >= k_pred:
+        raise ValueError(
+            f"signal 'loss' scores the conditioning class, but class {max(plan.class_ids)} is "
+            f"not one of the predictor's {k_pred} classes; match --config.class_names to them"
+        )
     sampler_config(config, info)  # rejects bad solver/steps/guidance keys now
+    check_bundle_runs(bundle, config.predictor)
     return info, bundle, plan, weights_
+
+
+def check_bundle_runs(bundle: predictor.PredictorBundle, path: str) -> None:
+    """Traces the scorer on one dummy image (shapes only): stale bundles fail here, not mid-run."""
+    shape = tuple(bundle.metadata.get("input", {}).get("shape", (32, 32, 1)))
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    y = jax.ShapeDtypeStruct((1,), jnp.int32)
+    try:
+        jax.eval_shape(bundle.scorer().jitted, bundle.params, x, y)
+    except Exception as e:
+        raise ValueError(
+            f"--config.predictor: the bundle {path} does not run with this version's predictor "
+            f"({type(e).__name__}: {str(e).splitlines()[0]}); retrain or re-export it"
+        ) from e
 
 
 def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
@@ -338,8 +373,11 @@ def _take(tree: Any, rows: np.ndarray) -> Any:
 
 def _run_sampler(sampler, params, idx, cond, seed: int) -> sampling.SampleOutput:
     """Calls the jitted sampler with every argument already placed on the global mesh."""
-    # Replicated global arrays, not host values: multi-process jit needs them placed.
-    rng, w = parallel.replicate((jax.random.key(seed), jnp.asarray(1.0, jnp.float32)), sampler.mesh)
+    mesh = sampler.mesh
+    key_data, w = parallel.replicate(
+        (jax.random.key_data(jax.random.key(seed)), np.float32(1.0)), mesh
+    )
+    rng = jax.jit(jax.random.wrap_key_data, out_shardings=parallel.replicated(mesh))(key_data)
     return sampler.jitted(params, idx, cond, rng, w)
 
 
@@ -358,7 +396,9 @@ def sample_batch(
     images = io.to_uint8(parallel.global_to_host_local(out.images)).astype(np.float32)
     images = images / 127.5 - 1.0
     labels = np.asarray(setup.plan.class_ids, np.int32)[positions[indices[local]]]
-    scores = setup.score(setup.bundle.params, images, labels)
+    # 'loss' only where the class ids are the predictor's (a text run may name other classes).
+    known = max(setup.plan.class_ids) < setup.bundle.predictor.num_classes
+    scores = setup.score(setup.bundle.params, images, labels if known else None)
     scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
     return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}
 
@@ -377,8 +417,10 @@ def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
 
     pid, nproc = jax.process_index(), jax.process_count()
     metadata = synthetic.metadata_path(data, pid, nproc)
+    if parallel.is_process_zero():
+        synthetic.remove_temp_files(workdir)  # a kill during an atomic write leaves its temp
     synthetic.repair_metadata(metadata)
-    _sync("ltg_repaired")
+    _sync("ltg_repaired")  # nobody writes before this barrier
     done = {r["index"] for r in synthetic.read_rows(data)}
     _sync("ltg_planned")  # nobody writes before every process has read the same done set
 
@@ -392,12 +434,12 @@ def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
         disable=not parallel.is_process_zero(),
     )
     w = float(config.sampler.guidance.w)
-    for indices, valid in batches:
+    for indices, write in batches:
         out = sample_batch(setup, config, indices, positions)
         local = parallel.process_batch_slice(indices.size)
         for j, i in enumerate(indices[local]):
-            if local.start + j >= valid:
-                continue  # padding of the last batch
+            if not write[local][j]:
+                continue  # written before the restart, or padding of the last batch
             c = int(positions[i])
             sig = {k.split("/", 1)[1]: float(v[j]) for k, v in out.items() if "/" in k}
             row = synthetic.sample_row(
@@ -413,7 +455,7 @@ def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
                 **setup.hashes,
             )
             synthetic.write_sample(data, out["images"][j], row, metadata)
-        bar.update(valid)
+        bar.update(int(write.sum()))
     bar.close()
 
     _sync("ltg_sampled")
@@ -521,13 +563,13 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
     sampler = sampling.make_sampler(scfg, models_, mesh)
     params = parallel.replicate(diffusion.pipeline_params(pipe), mesh)
     images = []
-    for indices, valid in pending_batches(n, set(), batch):
+    for indices, write in pending_batches(n, set(), batch):
         local = parallel.process_batch_slice(batch)
         idx, c = parallel.host_local_to_global((indices[local], _take(cond, indices[local])), mesh)
         out = _run_sampler(sampler, params, idx, c, config.seed)
         # Process 0 needs every row for the grid: gather the (small) images.
         full = np.asarray(multihost_utils.process_allgather(out.images, tiled=True))
-        images.append(full[:valid])
+        images.append(full[write])
     path = Path(workdir) / "grid.png"
     if parallel.is_process_zero():
         io.save_grid(path, np.concatenate(images), columns=per_row)

@@ -16,9 +16,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
-# Set to 1/true to call jax.distributed.initialize() (cluster auto-detection or the
-# JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables).
+# Set to 1/true to call jax.distributed.initialize() (cluster auto-detection: Cloud TPU,
+# SLURM, Open MPI, Kubernetes; or JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID).
 DISTRIBUTED_ENV = "LTG_DISTRIBUTED"
+# jax reads JAX_COORDINATOR_ADDRESS itself but not these two, so we pass them on.
+_ENV_ARGS = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
 
 
 def maybe_initialize_distributed(enable: bool | None = None, **kwargs: Any) -> bool:
@@ -30,6 +32,9 @@ def maybe_initialize_distributed(enable: bool | None = None, **kwargs: Any) -> b
     if enable is None:
         enable = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
     if enable and not jax.distributed.is_initialized():
+        for arg, env in _ENV_ARGS.items():
+            if arg not in kwargs and os.environ.get(env):
+                kwargs[arg] = int(os.environ[env])
         jax.distributed.initialize(**kwargs)
     return jax.distributed.is_initialized()
 
@@ -87,5 +92,14 @@ def global_to_host_local(tree: Any) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Put a pytree (e.g. params) on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Host values (identical on every process) -> replicated global arrays on `mesh`."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    # Multi-process device_put refuses shardings with devices this process cannot address.
+    def put(x):
+        x = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)

@@ -19,15 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from ltg_jax import io, signals
+from ltg_jax import assets, io, signals
 
 Array = jax.Array
 Params = Any
 BUNDLE_FORMAT = "ltg-predictor-bundle/1"
-ASSETS = Path(__file__).parent / "assets"
-# Trained by our entry points (see configs/predictor.py, configs/epistemic_head.py).
-SHIPPED_PREDICTOR = ASSETS / "predictor_lt.msgpack"  # Fashion-MNIST-LT predictor + 8 heads
-SHIPPED_ORACLE = ASSETS / "oracle_full.msgpack"  # same architecture on balanced Fashion-MNIST
+# Trained by our entry points (configs/predictor.py, configs/epistemic_head.py).
+SHIPPED_PREDICTOR = assets.PREDICTOR_BUNDLE  # Fashion-MNIST-LT predictor + 8 epistemic heads
+SHIPPED_ORACLE = assets.ORACLE_BUNDLE  # same architecture on the balanced Fashion-MNIST
 RANGE_TOLERANCE = 1e-3  # float rounding at the ends of [-1, 1]
 
 
@@ -40,12 +39,17 @@ class Predictor(Protocol):
 
 
 class ConvClassifier(nn.Module):
-    """Small conv net: per stage conv3x3-GroupNorm-swish, 2x2 average pool; then a dense layer."""
+    """Small conv net: per stage conv3x3-GroupNorm-swish, 2x2 average pool; then a dense layer.
+
+    `pooling='flatten'` keeps where things are in the last feature map (sleeves, collars: what
+    tells a shirt from a T-shirt) but fixes the input size; 'mean' pools globally (any size).
+    """
 
     num_classes: int = 10
     widths: Sequence[int] = (32, 64, 128)
     feature_dim: int = 128
     norm_groups: int = 8
+    pooling: str = "flatten"
 
     @nn.compact
     def __call__(self, images: Array) -> tuple[Array, Array]:
@@ -57,7 +61,12 @@ class ConvClassifier(nn.Module):
             x = nn.GroupNorm(num_groups=min(self.norm_groups, width), name=f"norm{i}")(x)
             x = nn.swish(x)
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = jnp.mean(x, axis=(1, 2))
+        if self.pooling == "flatten":
+            x = x.reshape(x.shape[0], -1)
+        elif self.pooling == "mean":
+            x = jnp.mean(x, axis=(1, 2))
+        else:
+            raise ValueError(f"pooling must be 'flatten' or 'mean', not {self.pooling!r}.")
         features = nn.swish(nn.Dense(self.feature_dim, name="features")(x))
         logits = nn.Dense(self.num_classes, name="logits")(features)
         return features, logits

@@ -41,6 +41,7 @@ def create_model(model_config: Mapping[str, Any]) -> predictor.ConvClassifier:
         widths=tuple(int(w) for w in model_config["widths"]),
         feature_dim=int(model_config["feature_dim"]),
         norm_groups=int(model_config["norm_groups"]),
+        pooling=str(model_config["pooling"]),
     )
 
 
@@ -230,7 +231,8 @@ def train_and_evaluate(
         writer.write(num_steps, **{f"{split}/{k}": report[k] for k in ("overall", "many", "few")})
         if is_main:
             filename = EVAL_TEST_FILE if split == "test" else EVAL_VALIDATION_FILE
-            io.atomic_write_json(workdir / filename, {**report, "steps": num_steps})
+            run = {"steps": num_steps, "train_seconds_this_run": train_seconds}
+            io.atomic_write_json(workdir / filename, {**report, **run})
     metrics.print_table(
         evaluation.accuracy_rows({s: results[s] for s in _splits(config.data)}),
         title=f"accuracy after {num_steps} steps ({workdir})",

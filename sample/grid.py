@@ -3,7 +3,7 @@
 python -m sample.grid --config configs/grid.py --workdir runs/grid
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ltg_jax import ltg_sampling, parallel
@@ -18,6 +18,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # jax logs its backend probing at INFO
     parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
     path = ltg_sampling.run_grid(_CONFIG.value, _WORKDIR.value)
     if parallel.is_process_zero():

@@ -5,7 +5,7 @@ Multi-host (TPU pod / several GPU hosts): the same command on every process with
 LTG_DISTRIBUTED=1 (or --distributed).
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ltg_jax import ltg_sampling, parallel
@@ -20,6 +20,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # jax logs its backend probing at INFO
     parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
     summary = ltg_sampling.run_ltg(_CONFIG.value, _WORKDIR.value)
     if parallel.is_process_zero():

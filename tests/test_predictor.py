@@ -35,6 +35,16 @@ def test_classifier_shapes_and_pure_apply(tiny):
     np.testing.assert_allclose(alone, logits[:1], rtol=1e-5, atol=1e-5)
 
 
+def test_mean_pooling_accepts_other_sizes_and_unknown_pooling_names_the_choices():
+    model = predictor.ConvClassifier(widths=(4,), feature_dim=8, norm_groups=2, pooling="mean")
+    images = jnp.zeros((2, 20, 20, 1))
+    features, logits = model.apply(model.init(jax.random.key(0), images), images)
+    assert features.shape == (2, 8) and logits.shape == (2, 10)
+    bad = predictor.ConvClassifier(widths=(4,), norm_groups=2, pooling="max")
+    with pytest.raises(ValueError, match="'flatten' or 'mean'"):
+        bad.init(jax.random.key(0), images)
+
+
 def test_heads_are_independent_and_do_not_backprop_into_features(tiny):
     model, heads, params, images = tiny
     features, _ = model.apply({"params": params["predictor"]}, images)
@@ -132,7 +142,7 @@ def test_load_bundle_missing_file_names_the_fix(tmp_path):
 
 @pytest.mark.parametrize(
     ("path", "min_accuracy", "has_heads"),
-    [(predictor.SHIPPED_PREDICTOR, 0.65, True), (predictor.SHIPPED_ORACLE, 0.88, False)],
+    [(predictor.SHIPPED_PREDICTOR, 0.78, True), (predictor.SHIPPED_ORACLE, 0.88, False)],
 )
 def test_shipped_bundles_classify_real_test_images(path, min_accuracy, has_heads):
     from ltg_jax.data import fashion_mnist, pipeline

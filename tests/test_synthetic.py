@@ -45,7 +45,9 @@ def test_reader_returns_arrays_in_range(tmp_path):
     assert data.images.shape == (6, 32, 32, 1) and data.images.dtype == np.float32
     np.testing.assert_array_equal(data.labels, [0, 3, 0, 3, 0, 3])
     assert data.images.min() >= -1 and data.images.max() <= 1
-    np.testing.assert_allclose(data.images[:, 0, 0, 0], (np.arange(6) - 3) / 4, atol=0.004)  # 8-bit PNG
+    np.testing.assert_allclose(
+        data.images[:, 0, 0, 0], (np.arange(6) - 3) / 4, atol=0.004
+    )  # 8-bit PNG
 
 
 def test_torn_last_line_is_dropped_and_repaired(tmp_path):

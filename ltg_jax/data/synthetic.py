@@ -110,6 +110,14 @@ def repair_metadata(path: str | os.PathLike) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
+def remove_temp_files(root: str | os.PathLike) -> int:
+    """Deletes the `.<name>.tmp` files of atomic writes a killed run left; returns how many."""
+    stale = list(Path(root).rglob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def read_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
     """Every complete row of metadata.jsonl and any part files, one per index, sorted by index."""
     root = Path(root)
@@ -206,7 +214,9 @@ def filter_rows(
 ) -> list[dict[str, Any]]:
     """The rows an accept/reject manifest keeps (accepted, or all but the rejected)."""
     accept, reject = read_manifest(manifest)
-    keep = {r["file_name"] for r in rows} if accept is None else _resolve(accept, rows, Path(manifest))
+    keep = (
+        {r["file_name"] for r in rows} if accept is None else _resolve(accept, rows, Path(manifest))
+    )
     keep -= _resolve(reject, rows, Path(manifest))
     return [dict(r) for r in rows if r["file_name"] in keep]
 

@@ -1,0 +1,159 @@
+"""Fine-tuning a trained predictor on real + synthetic images, resumable per (arm, seed).
+
+Every arm gets the same schedule (steps, batch size, learning rate); an arm differs only in
+which images fill the synthetic share of each batch (`real` has none, so its batches are all
+real). Batch k is drawn from fold(seed, k) alone, so an interrupted run restored from its orbax
+checkpoint continues with the very batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltg_jax import checkpointing, evaluation, io, predictor, predictor_training
+from ltg_jax.data import pipeline
+
+PyTree = Any
+EVAL_FILE = "eval.json"
+
+
+def batch_split(batch_size: int, synthetic_fraction: float, num_synthetic: int) -> tuple[int, int]:
+    """(real rows, synthetic rows) of each batch; all real when there is no synthetic data."""
+    if num_synthetic == 0:
+        return batch_size, 0
+    n_syn = int(round(batch_size * synthetic_fraction))
+    return batch_size - n_syn, n_syn
+
+
+def augment_batch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """[B,H,W,C] -> same shape: the predictor's training augmentation (flip, shift <= 2 px)."""
+    return np.stack([pipeline.augment({"image": x}, rng)["image"] for x in images])
+
+
+def mixed_batch(
+    real: Mapping[str, np.ndarray],
+    synthetic: Mapping[str, np.ndarray],
+    step: int,
+    *,
+    seed: int,
+    batch_size: int,
+    synthetic_fraction: float,
+    augment: bool = True,
+) -> dict[str, np.ndarray]:
+    """Batch `step`: {'image' [B,H,W,C], 'label' [B]}, a fixed share drawn from the synthetic set.
+
+    Rows are sampled with replacement from fold(seed, step), so any step's batch can be rebuilt
+    after a restart without iterator state.
+    """
+    rng = np.random.default_rng([seed, step])
+    n_real, n_syn = batch_split(batch_size, synthetic_fraction, len(synthetic["label"]))
+    ri = rng.integers(0, len(real["label"]), n_real)
+    images, labels = [real["image"][ri]], [real["label"][ri]]
+    if n_syn:
+        si = rng.integers(0, len(synthetic["label"]), n_syn)
+        images.append(synthetic["image"][si])
+        labels.append(synthetic["label"][si])
+    images_ = np.concatenate(images).astype(np.float32)
+    if augment:
+        images_ = augment_batch(images_, rng)
+    return {"image": images_, "label": np.concatenate(labels).astype(np.int32)}
+
+
+def finetune(
+    bundle: predictor.PredictorBundle,
+    real: Mapping[str, np.ndarray],
+    synthetic: Mapping[str, np.ndarray],
+    train_config: Mapping[str, Any],
+    seed: int,
+    workdir: str | os.PathLike,
+    *,
+    stop_after_steps: int | None = None,
+) -> tuple[PyTree, dict[str, Any]]:
+    """Fine-tunes the bundle's predictor params in `workdir` (resuming it): (params, info).
+
+    `train_config` holds num_steps, batch_size, learning_rate, warmup_steps, weight_decay,
+    synthetic_fraction, augment and checkpoint_every; `stop_after_steps` ends early, as a
+    kill would (for resumption tests).
+    """
+    tx = predictor_training.make_optimizer(train_config)
+    # A copy: the train step donates its state, and the bundle's params serve every run.
+    params0 = jax.tree.map(lambda x: jnp.array(x, copy=True), bundle.params["predictor"])
+    state0 = predictor_training.create_train_state(params0, tx)
+    manager = checkpointing.create_manager(
+        workdir, save_every=int(train_config["checkpoint_every"]), max_to_keep=1
+    )
+    state, start = checkpointing.restore_or_init(manager, state0)
+    num_steps = int(train_config["num_steps"])
+    last = num_steps if stop_after_steps is None else min(num_steps, stop_after_steps)
+    step_fn = predictor_training.make_train_step(bundle.predictor_apply, tx)
+    started, losses = time.perf_counter(), []
+    for step in range(start + 1, last + 1):
+        batch = mixed_batch(
+            real,
+            synthetic,
+            step,
+            seed=seed,
+            batch_size=int(train_config["batch_size"]),
+            synthetic_fraction=float(train_config["synthetic_fraction"]),
+            augment=bool(train_config["augment"]),
+        )
+        state, metrics = step_fn(state, batch)
+        losses.append(metrics["loss"])
+        checkpointing.save(manager, step, state, force=step == num_steps)
+    if last > start and manager.latest_step() != last:
+        checkpointing.save(manager, last, state, force=True)
+    manager.close()
+    info = {
+        "resumed_from_step": start,
+        "steps_this_run": last - start,
+        "seconds_this_run": time.perf_counter() - started,
+        "final_loss": float(losses[-1]) if losses else None,
+        "finished": last == num_steps,
+    }
+    return state["params"], info
+
+
+def evaluate(
+    bundle: predictor.PredictorBundle,
+    params: PyTree,
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int,
+) -> dict[str, Any]:
+    """accuracy_report (overall, many/medium/few, per class) of `params` on a split's arrays."""
+    logits = predictor_training.predict(
+        bundle.predictor_apply, params, arrays["image"], batch_size
+    )["logits"]
+    return evaluation.accuracy_report(arrays["label"], np.argmax(logits, -1))
+
+
+def finetune_and_evaluate(
+    bundle: predictor.PredictorBundle,
+    real: Mapping[str, np.ndarray],
+    synthetic: Mapping[str, np.ndarray],
+    eval_arrays: Mapping[str, Mapping[str, np.ndarray]],
+    train_config: Mapping[str, Any],
+    seed: int,
+    workdir: str | os.PathLike,
+    eval_batch_size: int = 500,
+) -> dict[str, Any]:
+    """One (arm, seed): fine-tune, evaluate each split, write eval.json; a finished one is read.
+
+    `eval_arrays` maps split name -> {'image', 'label'}. Returns {split: report, 'train': info}.
+    """
+    workdir = Path(workdir)
+    if (workdir / EVAL_FILE).is_file():
+        return io.read_json(workdir / EVAL_FILE)  # finished before: nothing to redo
+    params, info = finetune(bundle, real, synthetic, train_config, seed, workdir)
+    result: dict[str, Any] = {"train": {**info, "num_synthetic": len(synthetic["label"])}}
+    for split, arrays in eval_arrays.items():
+        result[split] = evaluate(bundle, params, arrays, eval_batch_size)
+    io.atomic_write_json(workdir / EVAL_FILE, result)
+    return result

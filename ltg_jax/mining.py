@@ -1,0 +1,631 @@
+"""The generative data mining loop (DESIGN §1.3): generate, review, fine-tune, evaluate, report.
+
+`run_mining(config, workdir)` is what `python -m sample.mine` (and `make mine`) runs; see
+configs/mine.py. Stages, each resumable, in `workdir`:
+
+    config.json                      the run's config + input hashes (a rerun must match)
+    stages.json                      wall time of each stage when it ran
+    synthetic/<arm>/                 run_ltg output per synthetic arm (data/, contact_sheets/)
+    finetune/<arm>/seed_<s>/         orbax checkpoints + eval.json of one fine-tuning run
+    report.md, report.json, *.png    the report; hardest/ and clusters/ contact sheets
+
+Arms: `real` (real data only), `unguided` (w = 0) and `ltg`; the two synthetic arms draw the
+same count with the same seeds, and every arm is fine-tuned with the same schedule from the
+same predictor. `run_selection` sweeps guidance settings on the VALIDATION split.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ltg_jax import (
+    finetune,
+    introspection,
+    io,
+    ltg_sampling,
+    metrics,
+    predictor,
+    predictor_training,
+    report,
+    weights,
+)
+from ltg_jax.data import synthetic
+
+ARMS = ("real", "unguided", "ltg")
+SYNTHETIC_ARMS = ("unguided", "ltg")
+CONFIG_FILE = "config.json"
+STAGES_FILE = "stages.json"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+SELECTION_JSON = "selection.json"
+# Keys that only shape the report (or say what was chosen): free to change on a rerun.
+RESUME_FREE_PREFIXES = ("report.", "guidance_choice")
+
+
+# ================================================================ checks before compute
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The loaded models and their hashes (everything the loop reads besides data)."""
+
+    bundle: predictor.PredictorBundle
+    oracle: predictor.PredictorBundle
+    class_names: tuple[str, ...]
+    hashes: dict[str, str]
+
+
+def load_oracle(path: str | os.PathLike) -> predictor.PredictorBundle:
+    """The oracle bundle, with errors that name --config.oracle."""
+    try:
+        return predictor.load_predictor_bundle(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"--config.oracle: {e} (the oracle is `python -m train.predictor --config "
+            "configs/predictor.py:oracle`)"
+        ) from e
+    except Exception as e:
+        raise ValueError(f"--config.oracle: {path} is not a readable predictor bundle ({e})") from e
+
+
+def check_oracle_runs(oracle: predictor.PredictorBundle, path: str) -> None:
+    """Traces the oracle on one dummy image: a stale bundle fails here, not after sampling."""
+    shape = tuple(oracle.metadata.get("input", {}).get("shape", (32, 32, 1)))
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    try:
+        jax.eval_shape(oracle.predictor_apply, oracle.params["predictor"], x)
+    except Exception as e:
+        raise ValueError(
+            f"--config.oracle: the bundle {path} does not run with this version's predictor "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); retrain it with `python -m "
+            "train.predictor --config configs/predictor.py:oracle` or point at a current one"
+        ) from e
+
+
+def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
+    """Loads and cross-checks predictor, oracle and diffusion folder; errors name the fix."""
+    bundle = ltg_sampling.load_bundle(config.predictor)
+    oracle = load_oracle(config.oracle)
+    check_oracle_runs(oracle, config.oracle)
+    k = int(bundle.predictor.num_classes)
+    if int(oracle.predictor.num_classes) != k:
+        raise ValueError(
+            f"the oracle {config.oracle} has {oracle.predictor.num_classes} classes but the "
+            f"predictor {k}; use an oracle trained on the same label set (--config.oracle)"
+        )
+    names = tuple(str(n) for n in bundle.metadata.get("classes", [f"class_{i}" for i in range(k)]))
+    hashes = {
+        "predictor_hash": ltg_sampling.file_hash(config.predictor),
+        "oracle_hash": ltg_sampling.file_hash(config.oracle),
+    }
+    if needs_generation(config):
+        info = ltg_sampling.inspect_folder(config.pipeline)
+        hashes["model_hash"] = weights.weights_hash(info.path)
+    for arm in SYNTHETIC_ARMS:
+        manifest = str(config.review.manifest[arm])
+        if manifest and not Path(manifest).is_file():
+            raise FileNotFoundError(
+                f"--config.review.manifest.{arm}={manifest}: no such file; write the accept/"
+                "reject list (JSON or CSV of file names) there, or set it to '' to use all"
+            )
+    seeds = list(config.seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
+    return Inputs(bundle, oracle, names, hashes)
+
+
+def needs_generation(config: ml_collections.ConfigDict) -> bool:
+    """True unless every synthetic arm reads an existing dataset (config.synthetic.<arm>)."""
+    return any(not str(config.synthetic[arm]) for arm in SYNTHETIC_ARMS)
+
+
+def run_record(config: ml_collections.ConfigDict, hashes: Mapping[str, str]) -> dict[str, Any]:
+    """What workdir/config.json holds: the config and the hashes of the inputs."""
+    return json.loads(json.dumps(io.to_jsonable({"config": config.to_dict(), **hashes})))
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_workdir(workdir: Path, record: Mapping[str, Any]) -> None:
+    """Writes config.json on a fresh workdir; refuses one that holds another config's run."""
+    path = workdir / CONFIG_FILE
+    if not path.is_file():
+        io.atomic_write_json(path, record)
+        return
+    old, new = _flat(io.read_json(path)), _flat(dict(record))
+    diffs = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+        and not any(k.startswith("config." + p) for p in RESUME_FREE_PREFIXES)
+    ]
+    if diffs:
+        raise ValueError(
+            f"{workdir} holds a mining run of another config or other models ({diffs[:5]}); "
+            f"rerun with the config saved in {path} to resume it, or pass a new --workdir"
+        )
+
+
+# ================================================================ stage bookkeeping
+
+
+class Stages:
+    """Wall time per stage, kept in workdir/stages.json across restarts."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / STAGES_FILE
+        self.times: dict[str, float] = io.read_json(self.path) if self.path.is_file() else {}
+        self.ran: list[str] = []  # stages that did work in this invocation
+
+    def record(self, name: str, seconds: float) -> None:
+        """Stores a stage's wall time (the time it took when it actually ran)."""
+        self.times[name] = round(float(seconds), 3)
+        self.ran.append(name)
+        io.atomic_write_json(self.path, self.times)
+
+
+# ================================================================ stage 1: generate
+
+
+def class_budget(config: ml_collections.ConfigDict, num_classes: int) -> tuple[int, ...]:
+    """Samples per class: config.budget.per_class if given, else by frequency group."""
+    explicit = tuple(int(c) for c in config.budget.per_class)
+    if explicit:
+        if len(explicit) == 1:
+            return explicit * num_classes
+        if len(explicit) != num_classes:
+            raise ValueError(
+                f"--config.budget.per_class has {len(explicit)} counts for {num_classes} classes"
+            )
+        return explicit
+    from ltg_jax.data import fashion_mnist
+
+    group_of = {k: g for g, ks in fashion_mnist.GROUPS.items() for k in ks}
+    return tuple(int(config.budget[group_of.get(k, "many")]) for k in range(num_classes))
+
+
+def arm_ltg_config(
+    config: ml_collections.ConfigDict, arm: str, num_classes: int
+) -> ml_collections.ConfigDict:
+    """The run_ltg config of a synthetic arm: same counts and seed; `unguided` sets w = 0."""
+    ltg = copy.deepcopy(config.ltg)
+    ltg.pipeline, ltg.predictor = str(config.pipeline), str(config.predictor)
+    ltg.samples_per_class = class_budget(config, num_classes)
+    if arm == "unguided":
+        ltg.variant = "unguided"
+        ltg.sampler.guidance.w = 0.0
+    return ltg
+
+
+def generate(
+    config: ml_collections.ConfigDict, workdir: Path, arm: str, num_classes: int, stages: Stages
+) -> Path:
+    """Runs (or resumes, or skips when finished) the LTG sampling of one arm; its data folder."""
+    if str(config.synthetic[arm]):
+        return Path(str(config.synthetic[arm]))  # an existing (reviewed) dataset
+    return generate_into(config, workdir / "synthetic" / arm, arm, num_classes, stages)
+
+
+def generate_into(
+    config: ml_collections.ConfigDict, out: Path, arm: str, num_classes: int, stages: Stages
+) -> Path:
+    """run_ltg of one arm into `out` (resumed; skipped once finished); its data folder."""
+    if not (out / ltg_sampling.SUMMARY_FILE).is_file():
+        tic = time.time()
+        ltg_sampling.run_ltg(arm_ltg_config(config, arm, num_classes), out)
+        stages.record(f"generate/{out.name}", time.time() - tic)
+    return out / ltg_sampling.DATA_DIR
+
+
+# ================================================================ stage 2: review
+
+
+def check_class_list(
+    rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], root: Path
+) -> None:
+    """Raises unless every row's (class_id, class_name) is the predictor's class list."""
+    bad = sorted(
+        {
+            (int(r["class_id"]), str(r["class_name"]))
+            for r in rows
+            if not 0 <= int(r["class_id"]) < len(class_names)
+            or str(r["class_name"]) != class_names[int(r["class_id"])]
+        }
+    )
+    if bad:
+        raise ValueError(
+            f"{root} was generated for another class list: {bad[:5]} do not match the "
+            f"predictor's classes {list(class_names)}; regenerate it with this predictor "
+            "(python -m sample.ltg --config.predictor=...) or point --config.synthetic at a "
+            "dataset of these classes"
+        )
+
+
+def oracle_probs(
+    oracle: predictor.PredictorBundle, images: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """[N, K] oracle class probabilities of images [N,H,W,C] in [-1, 1]."""
+    if not len(images):
+        return np.zeros((0, int(oracle.predictor.num_classes)), np.float32)
+    out = predictor_training.predict(
+        oracle.predictor_apply, oracle.params["predictor"], images, batch_size
+    )
+    return np.asarray(jax.nn.softmax(out["logits"], -1))
+
+
+def fidelity_report(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
+    """How often the oracle's class is the conditioning class: overall and per class."""
+    agree = probs.argmax(-1) == labels if len(labels) else np.zeros(0, bool)
+    per_class = {
+        n: float(agree[labels == k].mean()) if np.any(labels == k) else float("nan")
+        for k, n in enumerate(class_names)
+    }
+    overall = float(agree.mean()) if agree.size else float("nan")
+    return {"overall": overall, "per_class": per_class, "count": int(agree.size)}
+
+
+def oracle_keep(labels: np.ndarray, probs: np.ndarray, tau: float) -> np.ndarray:
+    """[N] bool: the oracle names the conditioning class, or gives it probability >= tau."""
+    if not len(labels):
+        return np.zeros(0, bool)
+    p_class = np.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
+    return (probs.argmax(-1) == labels) | (p_class >= tau)
+
+
+@dataclasses.dataclass
+class ArmData:
+    """One synthetic arm after review: everything loaded, and the rows kept for training."""
+
+    images: np.ndarray  # [N, H, W, C] all generated samples, f32 in [-1, 1]
+    labels: np.ndarray  # [N] conditioning class
+    rows: list[dict[str, Any]]
+    keep: np.ndarray  # [N] bool: used for fine-tuning
+    summary: dict[str, Any]
+
+    def training_arrays(self) -> dict[str, np.ndarray]:
+        """{'image', 'label'} of the kept samples."""
+        return {"image": self.images[self.keep], "label": self.labels[self.keep]}
+
+
+def review(config: ml_collections.ConfigDict, arm: str, data: Path, inputs: Inputs) -> ArmData:
+    """Loads an arm's data, checks its classes, applies manifest and oracle filter."""
+    loaded = synthetic.load_synthetic(data)
+    check_class_list(loaded.rows, inputs.class_names, data)
+    n = len(loaded.rows)
+    keep = np.ones(n, bool)
+    manifest = str(config.review.manifest[arm])
+    by_manifest = 0
+    if manifest:
+        kept_files = {r["file_name"] for r in synthetic.filter_rows(loaded.rows, manifest)}
+        keep = np.asarray([r["file_name"] in kept_files for r in loaded.rows], bool)
+        by_manifest = int(n - keep.sum())
+    probs = oracle_probs(inputs.oracle, loaded.images, int(config.eval.batch_size))
+    fidelity = fidelity_report(loaded.labels, probs, inputs.class_names)
+    by_oracle = 0
+    if config.review.oracle_filter:
+        passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
+        by_oracle = int((keep & ~passed).sum())
+        keep &= passed
+    names = sorted({s for r in loaded.rows for s in r["signals"]})
+    mean_signals = {s: float(np.nanmean([r["signals"].get(s, np.nan) for r in loaded.rows]))
+                    for s in names}  # fmt: skip
+    summary = {
+        "root": str(data),
+        "generated": n,
+        "kept": int(keep.sum()),
+        "rejected_by_manifest": by_manifest,
+        "rejected_by_oracle": by_oracle,
+        "label_fidelity": fidelity,
+        "kept_per_class": {
+            nm: int(np.sum(keep & (loaded.labels == k))) for k, nm in enumerate(inputs.class_names)
+        },
+        "mean_signals": mean_signals,
+    }
+    return ArmData(loaded.images, loaded.labels, loaded.rows, keep, summary)
+
+
+# ================================================================ stage 3: fine-tune + evaluate
+
+
+def empty_arrays(like: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{'image': [0,H,W,C], 'label': [0]} shaped like a real split (the `real` arm's synthetic)."""
+    return {"image": like["image"][:0], "label": like["label"][:0]}
+
+
+def finetune_arm(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    arm: str,
+    inputs: Inputs,
+    real: Mapping[str, np.ndarray],
+    synthetic_arrays: Mapping[str, np.ndarray],
+    eval_arrays: Mapping[str, Mapping[str, np.ndarray]],
+    stages: Stages,
+) -> list[dict[str, Any]]:
+    """Fine-tunes and evaluates every seed of an arm (finished seeds are read, not redone)."""
+    results = []
+    for seed in config.seeds:
+        run_dir = workdir / "finetune" / arm / f"seed_{int(seed)}"
+        fresh = not (run_dir / finetune.EVAL_FILE).is_file()
+        tic = time.time()
+        results.append(
+            finetune.finetune_and_evaluate(
+                inputs.bundle,
+                real,
+                synthetic_arrays,
+                eval_arrays,
+                config.finetune.to_dict(),
+                int(seed),
+                run_dir,
+                int(config.eval.batch_size),
+            )
+        )
+        if fresh:
+            stages.record(f"finetune/{arm}/seed_{int(seed)}", time.time() - tic)
+    return results
+
+
+def load_real(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
+    """{'image' [N,32,32,1], 'label' [N]} of a split of the long-tailed data."""
+    limit = int(config.eval.max_examples) if split != "train" else int(config.max_train_examples)
+    arrays = predictor_training.load_split(config.data, split, limit)
+    return {"image": arrays["image"], "label": arrays["label"].astype(np.int32)}
+
+
+# ================================================================ the loop
+
+
+def run_mining(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """The whole loop into `workdir` (resumable stage by stage); returns report.json's content."""
+    start = time.time()
+    workdir = Path(workdir)
+    inputs = check_inputs(config)  # every cheap check before any compute or write
+    check_workdir(workdir, run_record(config, inputs.hashes))
+    stages = Stages(workdir)
+    k = len(inputs.class_names)
+
+    # ---- 1. generate (LTG and unguided: same counts, same seeds)
+    data = {arm: generate(config, workdir, arm, k, stages) for arm in SYNTHETIC_ARMS}
+
+    # ---- 2. review: manifest + oracle filter, label fidelity, mean signals
+    tic = time.time()
+    reviewed = {arm: review(config, arm, data[arm], inputs) for arm in SYNTHETIC_ARMS}
+    stages.record("review", time.time() - tic)
+
+    # ---- 3. fine-tune every (arm, seed) from the shipped predictor, evaluate on test
+    tic = time.time()
+    real = load_real(config, "train")
+    eval_split = str(config.eval.split)
+    eval_arrays = {eval_split: load_real(config, eval_split)}
+    stages.record("load_data", time.time() - tic)
+    results = {}
+    for arm in config.arms:
+        syn = empty_arrays(real) if arm == "real" else reviewed[arm].training_arrays()
+        results[arm] = finetune_arm(config, workdir, arm, inputs, real, syn, eval_arrays, stages)
+    tic = time.time()
+    base = finetune.evaluate(
+        inputs.bundle, inputs.bundle.params["predictor"], eval_arrays[eval_split],
+        int(config.eval.batch_size),
+    )  # fmt: skip
+    stages.record("evaluate_shipped", time.time() - tic)
+
+    # ---- 4. report
+    tic = time.time()
+    out = write_report(config, workdir, inputs, reviewed, results, base, stages, start)
+    stages.record("report", time.time() - tic)
+    out["stage_wall_time_s"] = dict(stages.times)
+    # A resumed invocation is short; the stages' sum is what the whole run cost.
+    out["stage_wall_time_total_s"] = round(sum(stages.times.values()), 3)
+    out["wall_time_s"] = round(time.time() - start, 3)
+    io.atomic_write_json(workdir / REPORT_JSON, out)
+    io.atomic_write_text(workdir / REPORT_MD, report.markdown(out))
+    return out
+
+
+def verdict(arms: Mapping[str, Mapping[str, Any]]) -> str:
+    """Whether LTG beats unguided on few-shot accuracy beyond the seed spread (plain words)."""
+    if not {"ltg", "unguided"} <= set(arms):
+        return "LTG vs unguided: not both arms were run."
+    a, b = arms["ltg"]["few"], arms["unguided"]["few"]
+    gap, spread = a["mean"] - b["mean"], a["std"] + b["std"]
+    if gap > spread:
+        word = "beats"
+    elif gap < -spread:
+        word = "is worse than"
+    else:
+        word = "is within the seed spread of"
+    return (
+        f"LTG {word} unguided synthetic data on few-shot test accuracy: "
+        f"{a['mean']:.4f} vs {b['mean']:.4f} (gap {gap:+.4f}, sum of stds {spread:.4f})."
+    )
+
+
+def write_report(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    inputs: Inputs,
+    reviewed: Mapping[str, ArmData],
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    base: Mapping[str, Any],
+    stages: Stages,
+    start: float,
+) -> dict[str, Any]:
+    """PNGs, contact sheets and k-means clusters; returns report.json's content."""
+    split = str(config.eval.split)
+    arms = {arm: report.aggregate_arm([r[split] for r in rs]) for arm, rs in results.items()}
+    names = list(inputs.class_names)
+    report.plot_group_bars(workdir / "accuracy_groups.png", arms)
+    report.plot_per_class(workdir / "accuracy_per_class.png", arms, names)
+    report.plot_fidelity(
+        workdir / "label_fidelity.png",
+        {arm: r.summary["label_fidelity"] for arm, r in reviewed.items()},
+    )
+    clusters: list[dict[str, Any]] = []
+    if "ltg" in reviewed and len(reviewed["ltg"].rows):
+        ltg = reviewed["ltg"]
+        scores = np.asarray([r["signals"].get("guidance", np.nan) for r in ltg.rows])
+        per_class = int(config.report.hardest_per_class)
+        introspection.hardest_sheet(
+            ltg.images, ltg.labels, scores, workdir / "hardest_ltg.png", per_class
+        )
+        features = predictor_training.predict(
+            inputs.bundle.predictor_apply,
+            inputs.bundle.params["predictor"],
+            ltg.images,
+            int(config.eval.batch_size),
+        )["features"]
+        clusters = introspection.cluster_hardest(
+            ltg.images, features, ltg.labels, scores, names, workdir / "clusters",
+            per_class=per_class, num_clusters=int(config.report.clusters),
+            columns=int(config.report.sheet_columns),
+        )  # fmt: skip
+    summaries = {arm: r.summary for arm, r in reviewed.items()}
+    for arm, arm_report in arms.items():  # None for `real`: it trains on no generated data
+        fid = summaries.get(arm, {}).get("label_fidelity")
+        arm_report["label_fidelity"] = None if fid is None else fid["overall"]
+    filtering = [
+        f"`{arm}`: {s['generated']} generated, {s['rejected_by_manifest']} rejected by the "
+        f"manifest, {s['rejected_by_oracle']} by the oracle filter, {s['kept']} kept"
+        + (" (none left: this arm trained on real data only)" if not s["kept"] else "")
+        for arm, s in summaries.items()
+    ]
+    rule = (
+        f"oracle filter on (keep a sample when the oracle's class is its conditioning class or "
+        f"the oracle gives that class probability >= tau = {float(config.review.oracle_tau)})"
+        if config.review.oracle_filter
+        else "oracle filter off"
+    )
+    return {
+        "variant": str(config.variant),
+        "split": split,
+        "seeds": [int(s) for s in config.seeds],
+        "arms": arms,
+        "base": {g: base[g] for g in report.GROUP_KEYS},
+        "synthetic": summaries,
+        "filtering_note": f"{rule}; " + "; ".join(filtering) + ".",
+        "verdict": verdict(arms),
+        "clusters": introspection.summarize_clusters(clusters),
+        "images_generated": int(sum(s["generated"] for s in summaries.values())),
+        "finetune": config.finetune.to_dict(),
+        "guidance": config.ltg.sampler.guidance.to_dict() | {"signal": str(config.ltg.signal)},
+        "guidance_choice": str(config.guidance_choice),
+        "stages_run_this_time": list(stages.ran),
+        "wall_time_s": round(time.time() - start, 3),
+        "stage_wall_time_s": dict(stages.times),
+        **inputs.hashes,
+    }
+
+
+def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:
+    """The closing lines: where the report is, and the 3 arms x groups table."""
+    table = report.headline_table(
+        out["arms"],
+        f"{out['split']} accuracy, mean ± std over seeds {out['seeds']} "
+        f"(wall time {out['wall_time_s']:.0f} s)",
+    )
+    return f"report: {Path(workdir) / REPORT_MD} (+ {REPORT_JSON}, PNGs)\n{table}"
+
+
+# ================================================================ guidance selection (validation)
+
+
+def candidate_config(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+    """config.ltg with one candidate's overrides (dotted keys of the ltg config)."""
+    ltg = copy.deepcopy(config.ltg)
+    ltg.update_from_flattened_dict({k: v for k, v in overrides.items() if k != "name"})
+    out = copy.deepcopy(config)
+    out.ltg = ltg
+    return out
+
+
+def selection_key(validation: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
+    """Ranks a candidate: validation few-shot accuracy, then overall (means over seeds)."""
+    return validation["few"]["mean"], validation["overall"]["mean"]
+
+
+def run_selection(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Sweeps config.select.candidates on the validation split: generate, fine-tune, evaluate.
+
+    Every candidate (and the `real` and `unguided` baselines) is fine-tuned with the same
+    schedule and seeds; the pick is the best validation few-shot accuracy (overall breaks ties).
+    Never reads the test split.
+    """
+    start = time.time()
+    workdir = Path(workdir)
+    if str(config.eval.split) != "validation":
+        raise ValueError("selection must use --config.eval.split=validation, never test")
+    inputs = check_inputs(config)
+    check_workdir(workdir, run_record(config, inputs.hashes))
+    stages = Stages(workdir)
+    k = len(inputs.class_names)
+    real = load_real(config, "train")
+    val = {"validation": load_real(config, "validation")}
+    rows: dict[str, dict[str, Any]] = {}
+    candidates = [dict(c) for c in config.select.candidates]
+    runs = [("real", None), ("unguided", None)] + [(str(c["name"]), c) for c in candidates]
+    for name, cand in runs:
+        cfg = config if cand is None else candidate_config(config, cand)
+        sub = workdir / "candidates" / name
+        sub.mkdir(parents=True, exist_ok=True)
+        if name == "real":
+            syn_arrays, summary = empty_arrays(real), {}
+        else:
+            arm = "unguided" if name == "unguided" else "ltg"
+            data = generate_into(cfg, sub, arm, k, stages)
+            arm_data = review(cfg, arm, data, inputs)
+            syn_arrays, summary = arm_data.training_arrays(), arm_data.summary
+        res = finetune_arm(cfg, sub, "run", inputs, real, syn_arrays, val, stages)
+        agg = report.aggregate_arm([r["validation"] for r in res])
+        rows[name] = {
+            "overrides": {k_: v for k_, v in (cand or {}).items() if k_ != "name"},
+            "validation": {g: agg[g] for g in report.GROUP_KEYS},
+            "label_fidelity": summary.get("label_fidelity", {}).get("overall"),
+            "kept": summary.get("kept"),
+        }
+    picks = [n for n in rows if n not in ("real", "unguided")]
+    best = max(picks, key=lambda n: selection_key(rows[n]["validation"])) if picks else None
+    out = {
+        "candidates": rows,
+        "best": best,
+        "criterion": "validation few-shot accuracy (mean over seeds), then overall",
+        "seeds": [int(s) for s in config.seeds],
+        "stage_wall_time_s": dict(stages.times),
+        "wall_time_s": round(time.time() - start, 3),
+    }
+    io.atomic_write_json(workdir / SELECTION_JSON, out)
+    metrics.print_table(
+        [
+            {
+                "candidate": n,
+                **{g: r["validation"][g]["mean"] for g in report.GROUP_KEYS},
+                "fidelity": r["label_fidelity"]
+                if r["label_fidelity"] is not None
+                else float("nan"),
+            }
+            for n, r in rows.items()
+        ],  # fmt: skip
+        title=f"validation accuracy per guidance candidate (best: {best})",
+    )
+    return out

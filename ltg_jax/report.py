@@ -1,0 +1,205 @@
+"""The mining loop's report: numbers over seeds, plots, report.md and the headline table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ltg_jax import metrics
+
+GROUP_KEYS = ("many", "medium", "few", "overall")
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """{'mean', 'std', 'n'} of values over seeds (std with ddof=0; 0 for one seed)."""
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
+def aggregate_arm(seed_reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracy reports of one arm's seeds -> {group: mean/std, 'per_class': {name: mean/std}}."""
+    out: dict[str, Any] = {g: mean_std([r[g] for r in seed_reports]) for g in GROUP_KEYS}
+    names = list(seed_reports[0]["per_class"])
+    out["per_class"] = {n: mean_std([r["per_class"][n] for r in seed_reports]) for n in names}
+    out["per_seed"] = [{g: r[g] for g in GROUP_KEYS} for r in seed_reports]
+    return out
+
+
+def headline_rows(arms: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per arm: many/medium/few/overall as 'mean ± std'."""
+    return [
+        {"arm": arm, **{g: f"{a[g]['mean']:.4f} ± {a[g]['std']:.4f}" for g in GROUP_KEYS}}
+        for arm, a in arms.items()
+    ]
+
+
+def headline_table(arms: Mapping[str, Mapping[str, Any]], title: str) -> str:
+    """The 3 arms x many/medium/few/overall table (test accuracy, mean ± std over seeds)."""
+    return (
+        metrics.format_table(headline_rows(arms))
+        if not title
+        else (f"{title}\n{metrics.format_table(headline_rows(arms))}")
+    )
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_group_bars(path: str | os.PathLike, arms: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Bar chart: many/medium/few/overall accuracy per arm, error bars = std over seeds."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(1, len(arms))
+    x = np.arange(len(GROUP_KEYS))
+    for i, (arm, a) in enumerate(arms.items()):
+        means = [a[g]["mean"] for g in GROUP_KEYS]
+        stds = [a[g]["std"] for g in GROUP_KEYS]
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=arm)
+        for g_i, g in enumerate(GROUP_KEYS):  # the seeds themselves, so the spread is visible
+            seeds = [s[g] for s in a["per_seed"]]
+            ax.scatter(
+                np.full(len(seeds), x[g_i] + (i - (len(arms) - 1) / 2) * width),
+                seeds,
+                s=6,
+                c="k",
+                zorder=3,
+            )
+    ax.set_xticks(x, GROUP_KEYS)
+    ax.set_ylabel("test accuracy")
+    lo = min(a[g]["mean"] - a[g]["std"] for a in arms.values() for g in GROUP_KEYS)
+    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy by frequency group (bars: mean, whiskers: std, dots: seeds)")
+    return _save(fig, path)
+
+
+def plot_per_class(
+    path: str | os.PathLike, arms: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]
+) -> Path:
+    """Per-class test accuracy of each arm (mean ± std over seeds)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    width = 0.8 / max(1, len(arms))
+    x = np.arange(len(class_names))
+    for i, (arm, a) in enumerate(arms.items()):
+        means = [a["per_class"][n]["mean"] for n in class_names]
+        stds = [a["per_class"][n]["std"] for n in class_names]
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=arm)
+    ax.set_xticks(x, class_names, rotation=30, fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("per-class accuracy (classes in order of training frequency)")
+    return _save(fig, path)
+
+
+def plot_fidelity(path: str | os.PathLike, fidelity: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Oracle label fidelity of each arm's synthetic data: overall and per class."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    arms = list(fidelity)
+    names = list(next(iter(fidelity.values()))["per_class"]) if arms else []
+    width = 0.8 / max(1, len(arms))
+    x = np.arange(len(names) + 1)
+    for i, arm in enumerate(arms):
+        values = [fidelity[arm]["per_class"][n] for n in names] + [fidelity[arm]["overall"]]
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, values, width, label=arm)
+    ax.set_xticks(x, [*names, "overall"], rotation=30, fontsize=8)
+    ax.set_ylabel("oracle agrees with class")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("label fidelity of the generated data (before filtering)")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+STAGE_ORDER = ("generate", "review", "load_data", "finetune", "evaluate_shipped", "report")
+
+
+def stage_order(stage: str) -> tuple[int, str]:
+    """Sort key: the loop's order of stages, then by name."""
+    head = stage.split("/", 1)[0]
+    return (STAGE_ORDER.index(head) if head in STAGE_ORDER else len(STAGE_ORDER), stage)
+
+
+def _fmt(a: Mapping[str, float]) -> str:
+    return f"{a['mean']:.4f} ± {a['std']:.4f}"
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """report.md from report.json's content."""
+    arms = report["arms"]
+    lines = [
+        "# Generative data mining: report",
+        "",
+        f"Config variant `{report['variant']}`; seeds {report['seeds']}; wall time of this "
+        f"invocation {report['wall_time_s']:.1f} s.",
+        "",
+        "## Test accuracy (mean ± std over seeds)",
+        "",
+        "| arm | many | medium | few | overall |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, a in arms.items():
+        lines.append(f"| {arm} | " + " | ".join(_fmt(a[g]) for g in GROUP_KEYS) + " |")
+    if report.get("base"):
+        b = report["base"]
+        lines.append(
+            "| (shipped predictor, no fine-tuning) | "
+            + " | ".join(f"{b[g]:.4f}" for g in GROUP_KEYS)
+            + " |"
+        )
+    lines += ["", "![groups](accuracy_groups.png)", "", "![per class](accuracy_per_class.png)"]
+    lines += ["", "### Verdict (few-shot)", "", report.get("verdict", ""), ""]
+    lines += ["## Synthetic data", "", "| arm | generated | used for training | label fidelity |"]
+    lines += ["|---|---|---|---|"]
+    for arm, s in report["synthetic"].items():
+        lines.append(
+            f"| {arm} | {s['generated']} | {s['kept']} | {s['label_fidelity']['overall']:.4f} |"
+        )
+    lines += ["", "Filtering: " + report.get("filtering_note", "none"), ""]
+    for arm, s in report["synthetic"].items():
+        sig = ", ".join(f"{k} {v:.4f}" for k, v in sorted(s["mean_signals"].items()))
+        lines.append(f"- mean signals of `{arm}` (shipped predictor): {sig}")
+    lines += ["", "![fidelity](label_fidelity.png)", ""]
+    lines += ["## Hardest LTG samples per class", "", "![hardest](hardest_ltg.png)", ""]
+    lines += ["Rows are classes (id order), hardest (highest guidance signal) on the left.", ""]
+    lines += ["## Introspection: k-means of the hardest LTG samples (predictor features)", ""]
+    lines += ["| class | cluster | size | mean signal | sheet |", "|---|---|---|---|---|"]
+    for c in report["clusters"]:
+        lines.append(
+            f"| {c['class_name']} | {c['cluster']} | {c['size']} | {c['mean_score']:.4f} | "
+            f"[{c['sheet']}]({c['sheet']}) |"
+        )
+    lines += ["", "## Cost", "", "| stage | wall time (s) |", "|---|---|"]
+    stages = report["stage_wall_time_s"]
+    for stage in sorted(stages, key=stage_order):
+        lines.append(f"| {stage} | {stages[stage]:.1f} |")
+    lines.append(f"| **sum of stages** | {sum(stages.values()):.1f} |")
+    lines += [
+        "",
+        f"Images generated: {report['images_generated']}. Each stage's time is that of the "
+        "invocation that ran it (a resumed run reads finished stages instead).",
+        "",
+    ]
+    if report.get("guidance_choice"):
+        lines += ["## Guidance setting", "", report["guidance_choice"], ""]
+    return "\n".join(lines)

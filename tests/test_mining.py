@@ -1,0 +1,289 @@
+"""The mining loop end to end on tiny random models and real Fashion-MNIST-LT data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from test_ltg_sampling import stale_bundle, tiny_bundle, tiny_pipeline
+
+from ltg_jax import finetune, introspection, io, mining, predictor, report
+from ltg_jax.data import fashion_mnist, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
+
+def mine_config(arg: str = "test"):
+    spec = importlib.util.spec_from_file_location("cfg_mine", ROOT / "configs" / "mine.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mine_models")
+    # The tiny bundle's classes must be Fashion-MNIST's: the loop fine-tunes on real data.
+    bundle = tiny_bundle(root / "bundle.msgpack")
+    b = predictor.load_predictor_bundle(bundle)
+    meta = {**b.metadata, "classes": list(fashion_mnist.CLASS_NAMES)}
+    predictor.save_predictor_bundle(bundle, b.predictor, b.params, b.heads, meta)
+    return {
+        "pipeline": tiny_pipeline(root / "pipeline"),
+        "predictor": bundle,
+        "oracle": tiny_bundle(root / "oracle.msgpack", heads=False),
+    }
+
+
+def config_for(models, **overrides):
+    config = mine_config("test")
+    config.pipeline, config.predictor, config.oracle = (
+        str(models["pipeline"]),
+        str(models["predictor"]),
+        str(models["oracle"]),
+    )
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(models, tmp_path_factory):
+    """One full run of the test variant (the expensive part, shared by the tests below)."""
+    workdir = tmp_path_factory.mktemp("mine")
+    out = mining.run_mining(config_for(models), workdir)
+    return workdir, out
+
+
+# ---------------------------------------------------------------- the whole loop
+
+
+def test_report_has_every_arm_seed_and_file(finished):
+    workdir, out = finished
+    saved = io.read_json(workdir / mining.REPORT_JSON)
+    assert saved["seeds"] == [0, 1, 2]
+    assert set(saved["arms"]) == {"real", "unguided", "ltg"}
+    for arm, a in saved["arms"].items():
+        for g in ("many", "medium", "few", "overall"):
+            assert 0.0 <= a[g]["mean"] <= 1.0 and a[g]["std"] >= 0.0
+            per_seed = [s[g] for s in a["per_seed"]]
+            assert a[g]["mean"] == pytest.approx(np.mean(per_seed))
+        if arm == "real":
+            assert a["label_fidelity"] is None
+        else:
+            assert 0.0 <= a["label_fidelity"] <= 1.0
+    assert saved["wall_time_s"] > 0
+    # Test variant: 2 samples for each of the 3 few-shot classes, per synthetic arm.
+    assert saved["images_generated"] == 12
+    assert saved["synthetic"]["ltg"]["generated"] == 6
+    for name in ("report.md", "accuracy_groups.png", "accuracy_per_class.png",
+                 "label_fidelity.png", "hardest_ltg.png"):  # fmt: skip
+        assert (workdir / name).is_file(), name
+    sheets = sorted(p.name for p in (workdir / "clusters").glob("*.png"))
+    assert sheets and {c["sheet"].split("/")[1] for c in saved["clusters"]} == set(sheets)
+    assert sum(c["size"] for c in saved["clusters"]) == 6  # every hardest sample in one cluster
+    for arm in ("real", "unguided", "ltg"):
+        for seed in (0, 1, 2):
+            ev = io.read_json(workdir / "finetune" / arm / f"seed_{seed}" / finetune.EVAL_FILE)
+            assert ev["train"]["num_synthetic"] == (0 if arm == "real" else 6)
+    md = (workdir / "report.md").read_text()
+    assert "| ltg |" in md and "Filtering:" in md and "k-means" in md
+
+
+def test_unguided_arm_has_same_plan_and_seed_with_w0(finished):
+    workdir, _ = finished
+    ltg = synthetic.read_rows(workdir / "synthetic" / "ltg" / "data")
+    ung = synthetic.read_rows(workdir / "synthetic" / "unguided" / "data")
+    assert [(r["index"], r["class_id"], r["seed"]) for r in ltg] == [
+        (r["index"], r["class_id"], r["seed"]) for r in ung
+    ]
+    assert {r["w"] for r in ung} == {0.0} and {r["w"] for r in ltg} == {2.0}
+    assert {r["class_id"] for r in ltg} == set(fashion_mnist.GROUPS["few"])
+
+
+def test_rerun_resumes_without_redoing_finished_stages(models, finished):
+    workdir, out = finished
+    again = mining.run_mining(config_for(models), workdir)
+    assert not [s for s in again["stages_run_this_time"] if s.startswith(("generate", "finetune"))]
+    for arm in out["arms"]:
+        assert again["arms"][arm]["overall"] == out["arms"][arm]["overall"]
+    # A changed report key is free; a changed fine-tuning key is another run.
+    mining.run_mining(config_for(models, **{"report.clusters": 1}), workdir)
+    with pytest.raises(ValueError, match="another config.*finetune.num_steps.*new --workdir"):
+        mining.run_mining(config_for(models, **{"finetune.num_steps": 5}), workdir)
+
+
+def test_headline_lists_three_arms(finished):
+    workdir, out = finished
+    text = mining.headline(out, workdir)
+    assert text.startswith(f"report: {workdir / 'report.md'}")
+    lines = text.splitlines()
+    assert [ln.split()[0] for ln in lines[-3:]] == ["real", "unguided", "ltg"]
+    assert "±" in lines[-1]
+
+
+def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
+    config = config_for(models, **{"eval.split": "validation"})
+    config.seeds = (0,)
+    with pytest.raises(ValueError, match="validation, never test"):
+        mining.run_selection(config_for(models), tmp_path / "refused")
+    out = mining.run_selection(config, tmp_path / "select")
+    assert set(out["candidates"]) == {"real", "unguided", "w1", "w2_entropy"}
+    assert out["best"] in ("w1", "w2_entropy")
+    best = out["candidates"][out["best"]]["validation"]
+    for name in ("w1", "w2_entropy"):
+        assert mining.selection_key(out["candidates"][name]["validation"]) <= (
+            mining.selection_key(best)
+        )
+    assert out["candidates"]["w2_entropy"]["overrides"] == {
+        "signal": "entropy",
+        "sampler.guidance.w": 2.0,
+    }
+    rows = synthetic.read_rows(tmp_path / "select" / "candidates" / "w2_entropy" / "data")
+    assert {r["signal"] for r in rows} == {"entropy"} and {r["w"] for r in rows} == {2.0}
+    assert io.read_json(tmp_path / "select" / mining.SELECTION_JSON)["best"] == out["best"]
+
+
+# ---------------------------------------------------------------- review and bad input
+
+
+def test_manifest_and_oracle_filter(models, finished, tmp_path):
+    workdir, _ = finished
+    data = workdir / "synthetic" / "ltg" / "data"
+    rows = synthetic.read_rows(data)
+    manifest = tmp_path / "reviewed.json"
+    manifest.write_text(json.dumps({"reject": [rows[0]["file_name"], rows[1]["file_name"]]}))
+    config = config_for(models, **{"review.manifest.ltg": str(manifest)})
+    config.review.oracle_filter = True
+    inputs = mining.check_inputs(config)
+    arm = mining.review(config, "ltg", data, inputs)
+    assert arm.summary["rejected_by_manifest"] == 2
+    assert not arm.keep[:2].any()
+    kept = arm.summary["kept"]
+    assert kept == arm.keep.sum() == len(arm.training_arrays()["label"])
+    assert kept == 6 - 2 - arm.summary["rejected_by_oracle"]
+
+    labels = np.array([0, 1, 2])
+    probs = np.array([[0.6, 0.4, 0.0], [0.7, 0.25, 0.05], [0.5, 0.1, 0.4]])
+    np.testing.assert_array_equal(mining.oracle_keep(labels, probs, 0.3), [True, False, True])
+
+
+def test_manifest_naming_unknown_files_is_refused(models, finished, tmp_path):
+    workdir, _ = finished
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(["009_ankle_boot/9999999.png"]))
+    config = config_for(models, **{"review.manifest.ltg": str(manifest)})
+    inputs = mining.check_inputs(config)
+    with pytest.raises(ValueError, match="not in the dataset.*file_name"):
+        mining.review(config, "ltg", workdir / "synthetic" / "ltg" / "data", inputs)
+    missing = config_for(models, **{"review.manifest.ltg": str(tmp_path / "none.json")})
+    with pytest.raises(FileNotFoundError, match="review.manifest.ltg"):
+        mining.check_inputs(missing)
+
+
+def test_dataset_of_another_class_list_is_refused(models, tmp_path):
+    data = tmp_path / "foreign"
+    row = synthetic.sample_row(
+        index=0, class_id=3, class_name="cat", label="cat", seed=0, guidance="x", w=1.0,
+        signals={"guidance": 0.1}, model_hash="m", predictor_hash="p",
+    )  # fmt: skip
+    synthetic.write_sample(data, np.zeros((32, 32, 1)), row, data / synthetic.METADATA_FILE)
+    config = config_for(models, **{"synthetic.ltg": str(data)})
+    with pytest.raises(ValueError, match=r"another class list: \[\(3, 'cat'\)\].*regenerate"):
+        mining.review(config, "ltg", data, mining.check_inputs(config))
+
+
+def test_oracle_of_other_classes_or_stale_is_refused(models, tmp_path):
+    five = tiny_bundle(tmp_path / "five.msgpack", heads=False, num_classes=5)
+    with pytest.raises(ValueError, match="oracle .* 5 classes but the predictor 10"):
+        mining.check_inputs(config_for(models, oracle=str(five)))
+    stale = stale_bundle(tmp_path / "stale.msgpack")
+    with pytest.raises(ValueError, match="--config.oracle: .* does not run.*retrain"):
+        mining.check_inputs(config_for(models, oracle=str(stale)))
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def test_finetune_resumes_to_the_same_params(models, tmp_path):
+    bundle = predictor.load_predictor_bundle(models["predictor"])
+    rng = np.random.default_rng(0)
+    real = {"image": rng.uniform(-1, 1, (20, 32, 32, 1)).astype(np.float32),
+            "label": rng.integers(0, 10, 20).astype(np.int32)}  # fmt: skip
+    syn = {"image": real["image"][:5], "label": real["label"][:5]}
+    train = mine_config("test").finetune.to_dict()
+    straight, _ = finetune.finetune(bundle, real, syn, train, 0, tmp_path / "a")
+    _, info = finetune.finetune(bundle, real, syn, train, 0, tmp_path / "b", stop_after_steps=2)
+    assert not info["finished"]
+    resumed, info = finetune.finetune(bundle, real, syn, train, 0, tmp_path / "b")
+    assert info["resumed_from_step"] == 2 and info["steps_this_run"] == 2
+    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_mixed_batch_share_and_determinism():
+    real = {"image": np.zeros((10, 4, 4, 1), np.float32), "label": np.zeros(10, np.int32)}
+    syn = {"image": np.ones((3, 4, 4, 1), np.float32), "label": np.full(3, 7, np.int32)}
+    a = finetune.mixed_batch(real, syn, 5, seed=1, batch_size=8, synthetic_fraction=0.25,
+                             augment=False)  # fmt: skip
+    b = finetune.mixed_batch(real, syn, 5, seed=1, batch_size=8, synthetic_fraction=0.25,
+                             augment=False)  # fmt: skip
+    assert (a["label"] == 7).sum() == 2 and a["image"].shape == (8, 4, 4, 1)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    empty = {"image": syn["image"][:0], "label": syn["label"][:0]}
+    assert finetune.batch_split(8, 0.25, 0) == (8, 0)
+    only_real = finetune.mixed_batch(real, empty, 5, seed=1, batch_size=8, synthetic_fraction=0.25)
+    assert (only_real["label"] == 0).all()
+
+
+# ---------------------------------------------------------------- small pure pieces
+
+
+def test_class_budget_tops_up_the_tail():
+    config = mine_config("default")
+    budget = mining.class_budget(config, 10)
+    for k in fashion_mnist.GROUPS["few"]:
+        assert budget[k] == config.budget.few
+    assert budget[0] == config.budget.many and config.budget.few > config.budget.medium
+    config.budget.per_class = (5,)
+    assert mining.class_budget(config, 10) == (5,) * 10
+
+
+def test_hardest_and_clusters(tmp_path):
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.9, np.nan, 0.5, 0.7])
+    hard = introspection.hardest_indices(labels, scores, 2)
+    assert hard[0].tolist() == [1, 0] and hard[1].tolist() == [4, 3]
+    features = np.array([[0.0], [10.0], [0.1], [5.0], [5.1]])
+    assign = introspection.cluster_features(features[[0, 1, 2]], 2)
+    assert assign[0] == assign[2] != assign[1]
+    images = np.zeros((5, 8, 8, 1), np.float32)
+    clusters = introspection.cluster_hardest(
+        images, features, labels, scores, ["a", "b"], tmp_path / "c", per_class=3, num_clusters=2
+    )
+    assert sorted((c["class_id"], c["size"]) for c in clusters) == [(0, 1), (0, 2), (1, 1), (1, 1)]
+    assert all((tmp_path / c["sheet"]).is_file() for c in clusters)
+
+
+def test_aggregate_and_verdict():
+    reps = [{"many": m, "medium": m, "few": f, "overall": m, "per_class": {"a": f}}
+            for m, f in ((0.8, 0.5), (0.9, 0.7))]  # fmt: skip
+    arm = report.aggregate_arm(reps)
+    assert arm["few"]["mean"] == pytest.approx(0.6) and arm["few"]["std"] == pytest.approx(0.1)
+    worse = report.aggregate_arm([{**r, "few": r["few"] - 0.5} for r in reps])
+    assert "beats" in mining.verdict({"ltg": arm, "unguided": worse})
+    assert "within the seed spread" in mining.verdict({"ltg": arm, "unguided": arm})
+
+
+def test_entrypoint_defaults_to_the_mine_config():
+    from sample import mine
+
+    assert Path(mine.DEFAULT_CONFIG) == ROOT / "configs" / "mine.py"
+    for variant in ("default", "select", "test"):
+        config = mine_config(variant)
+        assert config.eval.split == ("validation" if variant == "select" else "test")
+        assert len(config.seeds) >= 2
