@@ -87,7 +87,12 @@ class _Head(nn.Module):
 
 
 class EpistemicHeads(nn.Module):
-    """M independent heads on stop_gradient(features), vectorised: [B, D] -> [B, M, K]."""
+    """M independent heads on the frozen predictor's features, vectorised: [B, D] -> [B, M, K].
+
+    The backbone stays frozen because the heads are trained on precomputed features and only
+    the heads' params are optimised; the input path is NOT stop_gradient-ed, since Longtail
+    Guidance needs d(epistemic)/d(image) through the backbone.
+    """
 
     num_classes: int = 10
     num_heads: int = 8
@@ -95,8 +100,6 @@ class EpistemicHeads(nn.Module):
 
     @nn.compact
     def __call__(self, features: Array) -> Array:
-        # The heads must never move the backbone: guidance and predictions stay those of f.
-        features = jax.lax.stop_gradient(features)
         heads = nn.vmap(
             _Head,
             variable_axes={"params": 0},  # params stacked [M, ...]

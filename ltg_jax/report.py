@@ -181,7 +181,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"- mean signals of `{arm}` (shipped predictor): {sig}")
     lines += ["", "![fidelity](label_fidelity.png)", ""]
     lines += ["## Hardest LTG samples per class", "", "![hardest](hardest_ltg.png)", ""]
-    lines += ["Rows are classes (id order), hardest (highest guidance signal) on the left.", ""]
+    lines += ["Rows: the sampled classes in id order; hardest (highest signal) on the left.", ""]
     lines += ["## Introspection: k-means of the hardest LTG samples (predictor features)", ""]
     lines += ["| class | cluster | size | mean signal | sheet |", "|---|---|---|---|---|"]
     for c in report["clusters"]:

@@ -102,6 +102,16 @@ def test_unguided_arm_has_same_plan_and_seed_with_w0(finished):
         (r["index"], r["class_id"], r["seed"]) for r in ung
     ]
     assert {r["w"] for r in ung} == {0.0} and {r["w"] for r in ltg} == {2.0}
+    # The guided arm really is guided: same noise, different images.
+    root = workdir / "synthetic"
+    diffs = [
+        np.abs(
+            io.load_png(root / "ltg" / "data" / r["file_name"]).astype(int)
+            - io.load_png(root / "unguided" / "data" / r["file_name"]).astype(int)
+        ).max()
+        for r in ltg
+    ]
+    assert max(diffs) > 0
     assert {r["class_id"] for r in ltg} == set(fashion_mnist.GROUPS["few"])
 
 
@@ -126,6 +136,7 @@ def test_headline_lists_three_arms(finished):
     assert "±" in lines[-1]
 
 
+@pytest.mark.slow
 def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
     config = config_for(models, **{"eval.split": "validation"})
     config.seeds = (0,)
