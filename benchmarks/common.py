@@ -49,7 +49,7 @@ CFG_SCALE = 3.0
 GUIDANCE_W = 2.0
 NORMALISE = "unit"
 SIGNAL = "entropy"
-TEXT_LEN, TEXT_DIM = 77, 32  # tiny_sd text context [B, 77, 32]
+TEXT_LEN, TEXT_DIM = 77, 32  # tiny_sd text context [B, 77, 32] (random, as if encoded)
 
 # SD 1.x's scheduler (scaled_linear betas, leading spacing), as in tests/fixtures/tiny_sd.
 SD_SCHEDULER = {
@@ -132,15 +132,23 @@ def build_embedded_pipeline(seed: int = 0) -> weights.Pipeline:
     )
 
 
-def build_tiny_sd_pipeline(seed: int = 0, **shape) -> weights.Pipeline:
-    """A text-conditional SD-shaped pipeline (no text encoder: contexts are given), random."""
+def build_tiny_sd_pipeline(
+    seed: int = 0, *, dtype: Any = jnp.float32, remat: str = "none", params=None, **shape
+) -> weights.Pipeline:
+    """A text-conditional SD-shaped pipeline (no text encoder: contexts are given), random.
+
+    `params` = (unet params, vae params) reuses weights (e.g. for another remat policy).
+    """
     unet_config, vae_config = tiny_sd_configs(**shape)
-    unet, vae = models.unet_from_config(unet_config), models.vae_from_config(vae_config)
+    unet = models.unet_from_config(unet_config, dtype=dtype, remat=remat)
+    vae = models.vae_from_config(vae_config, dtype=dtype, remat=remat)
+    if params is None:
+        params = (_random_params(unet, seed), _random_params(vae, seed + 1))
     return weights.Pipeline(
         unet=unet,
-        unet_params=_random_params(unet, seed),
+        unet_params=params[0],
         vae=vae,
-        vae_params=_random_params(vae, seed + 1),
+        vae_params=params[1],
         unet_config=unet_config,
         vae_config=vae_config,
         scheduler_config=dict(SD_SCHEDULER),
@@ -191,6 +199,11 @@ def load_setup(
     """Loads a folder (default: the setting's random-weight folder) + the shipped predictor."""
     folder = ensure_folder(setting) if folder is None else Path(folder)
     pipe = weights.load_pipeline(folder, remat=remat, dtype=dtype)
+    return setup_from_pipeline(setting, pipe, folder)
+
+
+def setup_from_pipeline(setting: str, pipe: weights.Pipeline, folder: Path | None = None) -> Setup:
+    """A loaded (or built) pipeline + the shipped predictor's entropy as the signal."""
     bundle = predictor.load_predictor_bundle(predictor.SHIPPED_PREDICTOR)
     shape = tuple(bundle.metadata["input"]["shape"])
     base = diffusion.conditional_models(pipe)
@@ -199,15 +212,15 @@ def load_setup(
     return Setup(setting, folder, pipe, models_, params, bundle)
 
 
-def make_cond(setup_or_text: Setup | bool, batch: int, seed: int = 0) -> Any:
+def make_cond(setup: Setup, batch: int, seed: int = 0) -> Any:
     """Conditioning of `batch` samples: class ids [B], or {'context','uncond','label'} (text)."""
-    text = setup_or_text.text if isinstance(setup_or_text, Setup) else setup_or_text
     rng = np.random.default_rng(seed)
     labels = (np.arange(batch) % 10).astype(np.int32)
-    if not text:
+    if not setup.text:
         return labels
-    ctx = rng.standard_normal((batch, TEXT_LEN, TEXT_DIM)).astype(np.float32)
-    null = rng.standard_normal((1, TEXT_LEN, TEXT_DIM)).astype(np.float32)
+    dim = int(setup.pipe.unet_config["cross_attention_dim"])
+    ctx = rng.standard_normal((batch, TEXT_LEN, dim)).astype(np.float32)
+    null = rng.standard_normal((1, TEXT_LEN, dim)).astype(np.float32)
     return {"context": ctx, "uncond": np.repeat(null, batch, 0), "label": labels}
 
 

@@ -28,7 +28,7 @@ def run(setting: str, batches: list[int], budget_s: float, out: Path | None) -> 
         for v, fn in steps.items():
             compiled[v], compile_s[v] = common.compile_timed(fn, *args)
             costs[v] = common.cost(compiled[v])
-        fns = {v: (lambda c=c: c(*args)) for v, c in compiled.items()}
+        fns = {v: (lambda c=c, a=args: c(*a)) for v, c in compiled.items()}
         times = common.interleaved_times(fns, budget_s=budget_s)
         med = {v: common.median(t) for v, t in times.items()}
         rec = {

@@ -1,0 +1,40 @@
+r"""Does guidance do what it should? LTG vs unguided on the embedded default (issue 4's table).
+
+  python -m sample.guidance_study --config configs/guidance_study.py --workdir runs/guidance_study
+
+Same seeds and plan for every setting: the unguided baseline (w = 0), then weights
+`weights` x `grad_through`. Writes guidance_study.{json,md,png}; each setting is a resumable
+LTG run in its own folder.
+
+  --config.ltg.samples_per_class=200 for the full-size study (10 x 200 samples per setting).
+"""
+
+import ml_collections
+
+from configs import ltg as ltg_configs
+from ltg_jax import assets
+
+VARIANTS = ("default", "test")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The study config of variant `arg` (default: 'default')."""
+    variant = arg or "default"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown guidance_study variant {variant!r}; choose from {VARIANTS}.")
+    config = ml_collections.ConfigDict()
+    config.ltg = ltg_configs.get_config("epistemic" if variant == "default" else "test")
+    config.ltg.signal = "epistemic"
+    config.ltg.samples_per_class = (40,)
+    config.ltg.batch_size = 50
+    config.oracle = str(assets.ORACLE_BUNDLE)
+    config.weights = (1.0, 2.0, 4.0)
+    config.grad_through = ("z0", "unet")
+    config.grid_columns = 10
+    if variant == "test":
+        config.ltg.samples_per_class = (1,)
+        config.ltg.batch_size = 5
+        config.weights = (2.0,)
+        config.grad_through = ("z0",)
+        config.grid_columns = 2
+    return config

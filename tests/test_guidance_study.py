@@ -1,0 +1,41 @@
+"""The guidance study: every setting from the same plan, measured side by side."""
+
+import numpy as np
+import pytest
+from test_ltg_sampling import tiny_bundle, tiny_pipeline
+
+from configs import guidance_study as study_configs
+from ltg_jax import guidance_study, io
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    config = study_configs.get_config("test")
+    config.ltg.pipeline = str(tiny_pipeline(root / "pipeline"))
+    config.ltg.predictor = str(tiny_bundle(root / "predictor.msgpack"))
+    config.oracle = str(tiny_bundle(root / "oracle.msgpack", heads=False))
+    return root / "out", guidance_study.run_study(config, root / "out")
+
+
+def test_study_compares_the_unguided_baseline_with_each_setting(study):
+    workdir, result = study
+    names = [row["setting"] for row in result["rows"]]
+    assert names == ["w0", "w2_z0"]
+    for row in result["rows"]:
+        assert row["samples"] == 10
+        assert 0.0 <= row["predictor_accuracy"] <= 1.0 and 0.0 <= row["oracle_fidelity"] <= 1.0
+        assert np.isfinite(row["mean_epistemic"])
+    # Same plan and seed: the same files in both settings, different pixels where guided.
+    base = sorted(p.name for p in (workdir / "w0" / "data").rglob("*.png"))
+    guided = sorted(p.name for p in (workdir / "w2_z0" / "data").rglob("*.png"))
+    assert base == guided
+    assert (workdir / "guidance_study.md").read_text().startswith("# Guidance study")
+    assert io.load_png(workdir / "guidance_study.png").shape[0] == 2 * 33 + 1  # a row a setting
+
+
+def test_settings_put_the_baseline_first():
+    config = study_configs.get_config()
+    assert guidance_study.settings(config)[0] == (0.0, "z0")
+    assert len(guidance_study.settings(config)) == 1 + 3 * 2
+    assert guidance_study.setting_name(2.0, "unet") == "w2_unet"
