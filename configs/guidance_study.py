@@ -9,12 +9,22 @@ LTG run in its own folder.
   --config.ltg.samples_per_class=200 for the full-size study (10 x 200 samples per setting).
 """
 
+import importlib.util
+from pathlib import Path
+
 import ml_collections
 
-from configs import ltg as ltg_configs
 from ltg_jax import assets
 
 VARIANTS = ("default", "test")
+
+
+def _ltg_config(variant: str) -> ml_collections.ConfigDict:
+    # configs/ is not a package: load the sampling config the way config_flags would.
+    spec = importlib.util.spec_from_file_location("configs_ltg", Path(__file__).with_name("ltg.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -23,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown guidance_study variant {variant!r}; choose from {VARIANTS}.")
     config = ml_collections.ConfigDict()
-    config.ltg = ltg_configs.get_config("epistemic" if variant == "default" else "test")
+    config.ltg = _ltg_config("epistemic" if variant == "default" else "test")
     config.ltg.signal = "epistemic"
     config.ltg.samples_per_class = (40,)
     config.ltg.batch_size = 50

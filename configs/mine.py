@@ -83,10 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # The sampling of both synthetic arms (configs/ltg.py keys); `unguided` only sets w = 0.
     config.ltg = _ltg_config("epistemic")
-    # Entropy, not epistemic: EpistemicHeads applies stop_gradient to its input features, so
-    # the epistemic signal has an exactly zero gradient w.r.t. the image (measured) and
-    # "LTG" with it draws the unguided samples. Switch back once predictor.py is fixed.
-    config.ltg.signal = "entropy"
+    config.ltg.signal = "entropy"  # the `select` sweep's pick, see guidance_choice
     config.ltg.batch_size = 32
     config.ltg.seed = 0
     # Use an existing (e.g. reviewed) dataset folder for an arm instead of generating it.
@@ -128,16 +125,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
 
     config.select = ml_collections.ConfigDict()
+    # Sized to run in ~10 min on 2 cores: signal, weight and grad_through, one at a time.
     config.select.candidates = (
-        {"name": "epistemic_w1", "signal": "epistemic", "sampler.guidance.w": 1.0},
         {"name": "epistemic_w2", "signal": "epistemic", "sampler.guidance.w": 2.0},
         {"name": "epistemic_w4", "signal": "epistemic", "sampler.guidance.w": 4.0},
         {"name": "entropy_w2", "signal": "entropy", "sampler.guidance.w": 2.0},
-        {"name": "weighted_w2", "signal": "entropy:1,epistemic:10", "sampler.guidance.w": 2.0},
         {"name": "epistemic_w2_unet", "signal": "epistemic", "sampler.guidance.w": 2.0,
          "sampler.guidance.grad_through": "unet"},
-        {"name": "epistemic_w2_latnorm", "signal": "epistemic", "sampler.guidance.w": 2.0,
-         "sampler.guidance.normalise": "latent_norm"},
     )  # fmt: skip
 
     if variant == "select":

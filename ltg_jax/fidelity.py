@@ -43,7 +43,9 @@ def _done_batches(workdir: Path) -> dict[int, dict[str, Any]]:
 def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Samples, labels with the oracle, writes `fidelity.json` and `samples_per_class.png`."""
     workdir = Path(workdir)
-    checkpointing.save_config(workdir, config, shape_keys=("model_dir", "sample", "seed"))
+    # Every key that fixes which sample lands in which batch: a resume must not mix plans.
+    shape_keys = ("model_dir", "oracle_bundle", "sample", "seed", "per_class", "batch_size")
+    checkpointing.save_config(workdir, config, shape_keys=shape_keys)
     pipe = weights.load_pipeline(config.model_dir)
     if pipe.class_embedder is None:
         raise ValueError(
