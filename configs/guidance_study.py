@@ -9,22 +9,17 @@ LTG run in its own folder.
   --config.ltg.samples_per_class=200 for the full-size study (10 x 200 samples per setting).
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
-from ltg_jax import assets
+from ltg_jax import assets, cli
 
 VARIANTS = ("default", "test")
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
-    # configs/ is not a package: load the sampling config the way config_flags would.
-    spec = importlib.util.spec_from_file_location("configs_ltg", Path(__file__).with_name("ltg.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return cli.load_config_file(Path(__file__).with_name("ltg.py"), variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

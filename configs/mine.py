@@ -35,23 +35,17 @@ when contended, about 6 min on 2 free cores. Sampling alone: ~0.25 s/image ungui
 Accuracy: not measured with a trained LDM (random-weight images say nothing).
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
-from ltg_jax import assets
+from ltg_jax import assets, cli
 
 VARIANTS = ("default", "select", "test")
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
-    # configs/ is not a package: load the sampling config the way config_flags would.
-    path = Path(__file__).with_name("ltg.py")
-    spec = importlib.util.spec_from_file_location("configs_ltg_for_mine", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return cli.load_config_file(Path(__file__).with_name("ltg.py"), variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

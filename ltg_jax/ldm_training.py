@@ -227,10 +227,9 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     test = ptrain.load_split(config.data, "test", max_examples=int(config.eval.max_examples))
 
     def on_checkpoint(state, step):
-        recon = models.vae_decode(
-            vae, state["params"], encode_mean(vae, state["params"], test)[:32]
-        )
-        grid = np.concatenate([test["image"][:32], np.asarray(recon)])
+        first = {"image": test["image"][:32]}  # only what the grid shows
+        recon = models.vae_decode(vae, state["params"], encode_mean(vae, state["params"], first))
+        grid = np.concatenate([first["image"], np.asarray(recon)])
         io.save_grid(workdir / f"reconstructions_{step:06d}.png", grid, columns=16)
 
     state = _train_loop(

@@ -3,20 +3,16 @@
 python -m sample.fidelity --config configs/fidelity.py --workdir runs/fidelity
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app
 
-from ltg_jax import fidelity
+from ltg_jax import cli, fidelity
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/fidelity.py:VARIANT")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the results.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = cli.define_flags("configs/fidelity.py:VARIANT", "Folder of the results.")
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    cli.quiet_logging()
     fidelity.run_fidelity(_CONFIG.value, _WORKDIR.value)
 
 

@@ -5,23 +5,21 @@ Multi-host (TPU pod / several GPU hosts): the same command on every process with
 LTG_DISTRIBUTED=1 (or --distributed).
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, flags
 
-from ltg_jax import ltg_sampling, parallel
+from ltg_jax import cli, ltg_sampling, parallel
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/ltg.py:VARIANT")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (rerun the same command to resume).")
+_CONFIG, _WORKDIR = cli.define_flags(
+    "configs/ltg.py:VARIANT", "Output folder (rerun the same command to resume)."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", None, "Call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."
 )
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # jax logs its backend probing at INFO
+    cli.quiet_logging()
     parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
     summary = ltg_sampling.run_ltg(_CONFIG.value, _WORKDIR.value)
     if parallel.is_process_zero():

@@ -6,20 +6,22 @@ python -m sample.mine --config configs/mine.py:select --workdir=runs/mine_select
 
 from pathlib import Path
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app
 
-from ltg_jax import mining
+from ltg_jax import cli, mining
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "mine.py")
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "configs/mine.py:VARIANT")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/mine", "Output folder (rerun to resume).")
+_CONFIG, _WORKDIR = cli.define_flags(
+    "configs/mine.py:VARIANT",
+    "Output folder (rerun to resume).",
+    default_config=DEFAULT_CONFIG,
+    default_workdir="runs/mine",
+)
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # jax logs its backend probing at INFO
+    cli.quiet_logging()
     config = _CONFIG.value
     if config.variant == "select":
         out = mining.run_selection(config, _WORKDIR.value)

@@ -5,18 +5,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from test_ltg_sampling import load_config
 
-from configs import ldm as ldm_configs
-from configs import vae as vae_configs
 from ltg_jax import fidelity, io, ldm_training, models, predictor
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A randomly initialised tiny class-conditional LDM, exported in diffusers format."""
-    config = ldm_configs.get_config("test")
+    config = load_config("ldm", "test")
     unet, embedder = ldm_training.ldm_modules(config.model)
-    vae_model = vae_configs.get_config("test").model
+    vae_model = load_config("vae", "test").model
     vae_config = ldm_training.vae_config_dict(vae_model, scaling_factor=1.5)
     vae = models.vae_from_config(vae_config)
     rng = jax.random.key(0)

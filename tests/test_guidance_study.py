@@ -2,16 +2,15 @@
 
 import numpy as np
 import pytest
-from test_ltg_sampling import tiny_bundle, tiny_pipeline
+from test_ltg_sampling import load_config, tiny_bundle, tiny_pipeline
 
-from configs import guidance_study as study_configs
 from ltg_jax import guidance_study, io
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    config = study_configs.get_config("test")
+    config = load_config("guidance_study", "test")
     config.ltg.pipeline = str(tiny_pipeline(root / "pipeline"))
     config.ltg.predictor = str(tiny_bundle(root / "predictor.msgpack"))
     config.oracle = str(tiny_bundle(root / "oracle.msgpack", heads=False))
@@ -35,7 +34,7 @@ def test_study_compares_the_unguided_baseline_with_each_setting(study):
 
 
 def test_settings_put_the_baseline_first():
-    config = study_configs.get_config()
+    config = load_config("guidance_study")
     assert guidance_study.settings(config)[0] == (0.0, "z0")
     assert len(guidance_study.settings(config)) == 1 + 3 * 2
     assert guidance_study.setting_name(2.0, "unet") == "w2_unet"

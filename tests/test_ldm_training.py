@@ -5,9 +5,8 @@ import json
 import jax
 import numpy as np
 import pytest
+from test_ltg_sampling import load_config
 
-from configs import ldm as ldm_configs
-from configs import vae as vae_configs
 from ltg_jax import checkpointing, diffusion, io, ldm_training, models, sampling, weights
 
 
@@ -15,9 +14,9 @@ from ltg_jax import checkpointing, diffusion, io, ldm_training, models, sampling
 def trained(tmp_path_factory):
     """A 4-step VAE and a 4-step LDM on the long-tailed data (tiny models)."""
     root = tmp_path_factory.mktemp("ldm")
-    vae_config = vae_configs.get_config("test")
+    vae_config = load_config("vae", "test")
     vae_summary = ldm_training.train_vae(vae_config, root / "vae")
-    ldm_config = ldm_configs.get_config("test")
+    ldm_config = load_config("ldm", "test")
     ldm_config.vae_workdir = str(root / "vae")
     ldm_training.train_ldm(ldm_config, root / "ldm")
     return root, vae_summary, ldm_config

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ltg_jax import io, ldm_training, ltg_sampling, models, predictor
+from ltg_jax import cli, io, ldm_training, ltg_sampling, models, predictor
 from ltg_jax.data import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +26,7 @@ RUN = {"classes": (1, 4), "samples_per_class": (3,), "batch_size": 2}
 
 def load_config(name: str, arg: str | None = None):
     """get_config(arg) of configs/<name>.py, as config_flags would load it."""
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return cli.load_config_file(ROOT / "configs" / f"{name}.py", arg)
 
 
 def fast_init(module, *inputs, seed: int = 0):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from test_ltg_sampling import stale_bundle, tiny_bundle, tiny_pipeline
 
-from ltg_jax import finetune, introspection, io, mining, predictor, report
+from ltg_jax import cli, finetune, introspection, io, mining, predictor, report
 from ltg_jax.data import fashion_mnist, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
 
 
 def mine_config(arg: str = "test"):
-    spec = importlib.util.spec_from_file_location("cfg_mine", ROOT / "configs" / "mine.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return cli.load_config_file(ROOT / "configs" / "mine.py", arg)
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,18 @@
 python -m train.vae --config configs/vae.py --workdir runs/vae
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app
 
-from ltg_jax import ldm_training
+from ltg_jax import cli, ldm_training
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/vae.py:VARIANT")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of checkpoints, metrics and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = cli.define_flags(
+    "configs/vae.py:VARIANT", "Folder of checkpoints, metrics and results."
+)
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    cli.quiet_logging()
     ldm_training.train_vae(_CONFIG.value, _WORKDIR.value)
 
 

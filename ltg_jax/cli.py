@@ -1,0 +1,48 @@
+"""What every absl entrypoint shares: the --config/--workdir flags, quiet logs, config files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import ml_collections
+from absl import flags, logging
+from ml_collections import config_flags
+
+
+def define_flags(
+    config_hint: str,
+    workdir_help: str,
+    *,
+    default_config: str | None = None,
+    default_workdir: str | None = None,
+) -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    """`--config file.py:variant` (with `--config.a.b=value` overrides) and `--workdir`."""
+    config = config_flags.DEFINE_config_file("config", default_config, config_hint)
+    workdir = flags.DEFINE_string("workdir", default_workdir, workdir_help)
+    required = [n for n, d in (("config", default_config), ("workdir", default_workdir)) if not d]
+    if required:
+        flags.mark_flags_as_required(required)
+    return config, workdir
+
+
+def quiet_logging() -> None:
+    """WARNING unless --verbosity was given: jax and orbax log every compile and save at INFO."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def load_config_file(
+    path: str | os.PathLike, variant: str | None = None
+) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file, loaded by path as config_flags does.
+
+    configs/ is not a package, so a config that builds on another one (and a test) loads it
+    with this rather than an import that would depend on the working directory.
+    """
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"ltg_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
