@@ -11,7 +11,10 @@ folder (unet/, vae/, class_embedder/, scheduler/) that `ltg_jax.weights.load_pip
 
   python -m train.ldm --config configs/ldm.py:test --workdir /tmp/ldm --config.vae_workdir=...
 
-RESULTS (2 shared CPU cores, jax 0.10.2): filled in by the run recorded in the issue notes.
+RESULTS (2026-11-28, 2 CPU cores shared with other jobs, jax 0.10.2): 8,000 steps in 43.9 min
+(0.33 s/step on average), final loss 0.045; the export is the shipped
+ltg_jax/assets/fashion_mnist_ldm (12 MB). Samples at 25 DDIM steps, CFG 3 (EMA weights):
+docs/embedded_ldm_samples.png; class fidelity: configs/fidelity.py.
 """
 
 import ml_collections

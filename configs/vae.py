@@ -9,7 +9,10 @@ files, e.g. `apt-get install dataset-fashion-mnist`).
 
   python -m train.vae --config configs/vae.py:test --workdir /tmp/vae   # seconds, for tests
 
-RESULTS (2 shared CPU cores, jax 0.10.2): filled in by the run recorded in the issue notes.
+RESULTS (2026-11-28, 2 CPU cores shared with 2-3 other jobs, jax 0.10.2): 2,000 steps in
+28.6 min (0.3 s/step alone, up to 2.4 s/step contended); test L1 0.050 (images in [-1, 1]),
+scaling_factor 0.651. Reconstructions: docs/embedded_vae_reconstructions.png (top rows real,
+bottom rows reconstructed).
 """
 
 import ml_collections
