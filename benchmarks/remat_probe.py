@@ -4,7 +4,6 @@ XLA's memory analysis (temp bytes) of grad_z Σ D(z) for the tiny_sd f=8 decoder
   none        no remat
   block       the library's remat="decoder" (nn.remat around each decoder up/mid block)
   resnet      nn.remat around each ResnetBlock2D instead (monkeypatched here, not in ltg_jax)
-  whole       one jax.checkpoint around the whole decode (the floor of recompute-everything)
   forward     the forward pass alone (no gradient): what any remat must still hold
 
   .venv/bin/python -m benchmarks.remat_probe --batch 64
@@ -22,28 +21,26 @@ import ltg_jax.models.vae as vae_module
 from benchmarks import common
 from ltg_jax import models
 
-MODES = ("forward", "none", "block", "resnet", "whole")
+MODES = ("forward", "none", "block", "resnet")
 
 
 def decoder_memory(mode: str, batch: int) -> dict:
     """XLA temp MiB and GFLOPs of the decoder's forward or gradient under a remat mode."""
     original = vae_module.ResnetBlock2D
-    if mode == "resnet":
+    if mode == "resnet":  # looked up when the decoder is traced: keep it patched until then
         vae_module.ResnetBlock2D = nn.remat(original)
     try:
         remat = "decoder" if mode == "block" else "none"
         setup = common.load_setup("tiny_sd", remat=remat)
+        vae, params = setup.pipe.vae, setup.params["diffusion"]["vae"]
+        scale = float(setup.pipe.vae_config["scaling_factor"])
+        h, w, c = setup.models.latent_shape
+        z = jnp.zeros((batch, h, w, c), jnp.float32)
+        decode = lambda z, p: jnp.sum(models.decode_latents(vae, p, z, scale))
+        fn = jax.jit(decode if mode == "forward" else jax.grad(decode))
+        compiled = fn.lower(z, params).compile()
     finally:
         vae_module.ResnetBlock2D = original
-    vae, params = setup.pipe.vae, setup.params["diffusion"]["vae"]
-    scale = float(setup.pipe.vae_config["scaling_factor"])
-    h, w, c = setup.models.latent_shape
-    z = jnp.zeros((batch, h, w, c), jnp.float32)
-    decode = lambda z, p: jnp.sum(models.decode_latents(vae, p, z, scale))
-    if mode == "whole":
-        decode = jax.checkpoint(decode)
-    fn = jax.jit(decode if mode == "forward" else jax.grad(decode))
-    compiled = fn.lower(z, params).compile()
     return {
         "bench": "remat_probe",
         "mode": mode,

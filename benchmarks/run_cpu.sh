@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All CPU benchmarks of RESULTS.md, one after the other (about 20-25 minutes on 2 cores).
+# All CPU benchmarks of RESULTS.md, one after the other (about 30 minutes on 2 cores).
 # Run on an otherwise idle machine: torch's OpenMP threads crawl when a core is taken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +14,6 @@ mkdir -p "$OUT"
   --num_steps 25 --memory_batch 64 --out "$OUT/compile_memory.jsonl" 2>&1 \
   | tee "$OUT/compile_memory.log"
 "$PY" -m benchmarks.remat_probe --batch 64 2>&1 | tee "$OUT/remat_probe.log"
+"$PY" -m benchmarks.sampler_overhead --setting embedded --batch 8 --steps 5 --budget_s 8 2>&1 \
+  | tee "$OUT/sampler_overhead.log"
+"$PY" -m benchmarks.profile_step --setting embedded --batch 8 2>&1 | tee "$OUT/profile_step.log"

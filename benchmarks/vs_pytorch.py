@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
-import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from benchmarks import common
-from ltg_jax import predictor, sampling, schedulers
+# OpenMP threads that spin-wait crawl (100x) when another process holds a core of this shared
+# machine; sleeping waits keep torch's 2 threads sane. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from ltg_jax import predictor, sampling, schedulers  # noqa: E402
 
 # ================================================================ the PyTorch peer
 
@@ -297,7 +302,13 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     common.write_jsonl(
-        a.out, {"bench": "machine", **common.machine(), "torch_threads": torch.get_num_threads()}
+        a.out,
+        {
+            "bench": "machine",
+            **common.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        },
     )
     jnp.zeros(()).block_until_ready()
     records = []
