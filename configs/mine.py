@@ -23,16 +23,17 @@ with file_name[,decision]) of `file_name`s from synthetic/<arm>/data/metadata.js
 --config.review.manifest.ltg=path (and .unguided), and rerun: only the fine-tuning is redone
 in a fresh workdir (the config changed, so the old workdir refuses it; copy synthetic/ over).
 
-RESULTS (measured 2026-11-28 on 2 CPU cores shared with 2-3 training jobs, load average ~5.4,
-jax 0.10.2; the shipped LDM did not exist yet, so at the real shapes with random LDM/VAE
-weights, the real predictor + heads bundle and the real predictor as a stand-in oracle; cost
-does not depend on the weights): this default (288 images per synthetic arm, 25 DDIM steps,
-150 fine-tuning steps of batch 128 x 3 arms x 3 seeds, full test split) took 568 s of stage
-wall time (generate unguided 66 s, ltg 89 s incl. compiles; each fine-tune + 10k-image test
-eval 39-54 s; data, review, report < 20 s) and 375 s of CPU (user + sys), so <= 10 min even
-when contended, about 6 min on 2 free cores. Sampling alone: ~0.25 s/image unguided,
-~0.33 s/image guided (z0), ~0.36 s/image guided (unet), batch 32, 25 steps.
-Accuracy: not measured with a trained LDM (random-weight images say nothing).
+RESULTS (2026-11-28, 2 CPU cores, jax 0.10.2, shipped LDM + predictor + oracle; copy of the
+report in docs/mine/): `make mine` took 407 s end to end (venv present, warm compile cache):
+generate ltg 209 s (288 images, epistemic w = 2, grad_through = unet), unguided 22 s, each of
+9 fine-tunes ~18 s. Test accuracy, mean ± std over fine-tuning seeds 0-2 (one synthetic set per
+arm, so the spread does not include generation noise):
+  arm       many           medium         few            overall
+  real      0.937 ± 0.003  0.669 ± 0.005  0.884 ± 0.016  0.841 ± 0.004
+  unguided  0.932 ± 0.002  0.701 ± 0.003  0.899 ± 0.007  0.853 ± 0.002
+  ltg       0.929 ± 0.002  0.684 ± 0.000  0.917 ± 0.004  0.852 ± 0.001
+Label fidelity (oracle): unguided 0.979, ltg 0.934. On validation (`select`) unguided was ahead
+on few-shot (0.900 vs 0.893), so the test gap is not yet a robust finding.
 """
 
 from pathlib import Path
