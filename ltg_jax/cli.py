@@ -27,6 +27,13 @@ def define_flags(
     return config, workdir
 
 
+def define_distributed_flag() -> flags.FlagHolder:
+    """`--distributed`: call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."""
+    return flags.DEFINE_bool(
+        "distributed", None, "Call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."
+    )
+
+
 def quiet_logging() -> None:
     """WARNING unless --verbosity was given: jax and orbax log every compile and save at INFO."""
     if not flags.FLAGS["verbosity"].present:

@@ -3,16 +3,14 @@
 python -m sample.grid --config configs/grid.py --workdir runs/grid
 """
 
-from absl import app, flags
+from absl import app
 
 from ltg_jax import cli, ltg_sampling, parallel
 
 _CONFIG, _WORKDIR = cli.define_flags(
     "configs/grid.py:VARIANT", "Output folder; the grid is workdir/grid.png."
 )
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None, "Call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."
-)
+_DISTRIBUTED = cli.define_distributed_flag()
 
 
 def main(argv):

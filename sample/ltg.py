@@ -5,16 +5,14 @@ Multi-host (TPU pod / several GPU hosts): the same command on every process with
 LTG_DISTRIBUTED=1 (or --distributed).
 """
 
-from absl import app, flags
+from absl import app
 
 from ltg_jax import cli, ltg_sampling, parallel
 
 _CONFIG, _WORKDIR = cli.define_flags(
     "configs/ltg.py:VARIANT", "Output folder (rerun the same command to resume)."
 )
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None, "Call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."
-)
+_DISTRIBUTED = cli.define_distributed_flag()
 
 
 def main(argv):
