@@ -20,6 +20,7 @@ import numpy as np
 from flax import serialization
 
 from ltg_jax import assets, io, signals
+from ltg_jax.models.conv import conv_general_dilated
 
 Array = jax.Array
 Params = Any
@@ -56,7 +57,9 @@ class ConvClassifier(nn.Module):
         """images [B, H, W, C] -> (features [B, feature_dim], logits [B, num_classes])."""
         x = images
         for i, width in enumerate(self.widths):
-            x = nn.Conv(width, (3, 3), name=f"conv{i}")(x)
+            x = nn.Conv(
+                width, (3, 3), name=f"conv{i}", conv_general_dilated=conv_general_dilated
+            )(x)
             # GroupNorm, not BatchNorm: normalises per sample, so apply has no batch state.
             x = nn.GroupNorm(num_groups=min(self.norm_groups, width), name=f"norm{i}")(x)
             x = nn.swish(x)

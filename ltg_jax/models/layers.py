@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ltg_jax.models.conv import conv_general_dilated
+
 Dtype = jnp.dtype | type
 REMAT_POLICIES = ("none", "decoder", "all")
 
@@ -53,6 +55,7 @@ def conv(
         padding=((pad, pad), (pad, pad)) if padding is None else padding,
         dtype=dtype,
         name=name,
+        conv_general_dilated=conv_general_dilated,
     )
 
 
