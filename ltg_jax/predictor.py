@@ -57,9 +57,11 @@ class ConvClassifier(nn.Module):
         """images [B, H, W, C] -> (features [B, feature_dim], logits [B, num_classes])."""
         x = images
         for i, width in enumerate(self.widths):
-            x = nn.Conv(
+            # Our conv: its input gradient stays fast inside the sampler's loop (models/conv.py).
+            conv = nn.Conv(
                 width, (3, 3), name=f"conv{i}", conv_general_dilated=conv_general_dilated
-            )(x)
+            )
+            x = conv(x)
             # GroupNorm, not BatchNorm: normalises per sample, so apply has no batch state.
             x = nn.GroupNorm(num_groups=min(self.norm_groups, width), name=f"norm{i}")(x)
             x = nn.swish(x)
