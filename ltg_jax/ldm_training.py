@@ -8,6 +8,7 @@ Resumption is exact: batches are indexed by step and the whole state is checkpoi
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -228,7 +229,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
 
     def on_checkpoint(state, step):
         first = {"image": test["image"][:32]}  # only what the grid shows
-        recon = models.vae_decode(vae, state["params"], encode_mean(vae, state["params"], first))
+        recon = _decode(vae, state["params"], encode_mean(vae, state["params"], first))["image"]
         grid = np.concatenate([first["image"], np.asarray(recon)])
         io.save_grid(workdir / f"reconstructions_{step:06d}.png", grid, columns=16)
 
@@ -244,7 +245,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         desc="vae",
     )
     mean = encode_mean(vae, state["params"], test)
-    decode = jax.jit(lambda z: {"image": models.vae_decode(vae, state["params"], z)})
+    decode = functools.partial(_decode, vae, state["params"])
     recon = evaluation.batched_apply(decode, mean, 500)["image"]
     summary = {
         "test_l1": float(np.mean(np.abs(recon - test["image"]))),
@@ -260,10 +261,22 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     return summary
 
 
+# The module is static and params an argument: one compile per VAE config and batch shape,
+# not one per checkpoint (a closure over params would be a new function each call).
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(vae: models.AutoencoderKL, params: PyTree, images: jax.Array) -> dict[str, jax.Array]:
+    return {"mean": models.vae_encode(vae, params, images)[0]}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(vae: models.AutoencoderKL, params: PyTree, latents: jax.Array) -> dict[str, jax.Array]:
+    return {"image": models.vae_decode(vae, params, latents)}
+
+
 def encode_mean(vae: models.AutoencoderKL, params: PyTree, split: Mapping[str, np.ndarray]):
     """Posterior means [N,h,w,c] (unscaled) of a split's images, in batches."""
-    fn = jax.jit(lambda x: {"mean": models.vae_encode(vae, params, x)[0]})
-    return evaluation.batched_apply(fn, split["image"], 500)["mean"]
+    encode = functools.partial(_encode, vae, params)
+    return evaluation.batched_apply(encode, split["image"], 500)["mean"]
 
 
 def load_vae(vae_workdir: str | os.PathLike) -> tuple[models.AutoencoderKL, PyTree, dict]:

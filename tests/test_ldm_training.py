@@ -30,6 +30,18 @@ def test_vae_writes_its_config_with_the_measured_scaling_factor(trained):
     assert (root / "vae" / "reconstructions_000004.png").is_file()
 
 
+def test_encode_mean_compiles_once_for_new_params():
+    config = load_config("vae", "test")
+    vae = ldm_training._vae_module(config.model)
+    images = {"image": np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)}
+    first = ldm_training.encode_mean(vae, models.init_params(vae, jax.random.key(0)), images)
+    compiled = ldm_training._encode._cache_size()
+    # A later checkpoint: new params, same module and shapes -> no new compile.
+    second = ldm_training.encode_mean(vae, models.init_params(vae, jax.random.key(1)), images)
+    assert ldm_training._encode._cache_size() == compiled
+    assert not np.allclose(first, second)
+
+
 def test_latent_scaling_factor_whitens():
     latents = np.random.default_rng(0).normal(0.0, 3.0, (1000, 8, 8, 4))
     scale = ldm_training.latent_scaling_factor(latents)
