@@ -77,8 +77,8 @@ def step_memory(setting: str, remat: str, variant: str, batch: int) -> dict:
     return {"memory": common.memory(compiled), "compile_s": compile_s, "compiled": compiled}
 
 
-def rss_of_step(setting: str, remat: str, variant: str, batch: int) -> float:
-    """Peak RSS (MiB) of a fresh process that loads, compiles and runs the step once."""
+def rss_of_step(setting: str, remat: str, variant: str, batch: int) -> tuple[float, float]:
+    """Peak RSS (MiB) of a fresh process before and after it compiles and runs the step once."""
     code = (
         "import json, jax; from benchmarks import common;"
         f"s = common.load_setup({setting!r}, remat={remat!r});"
@@ -88,7 +88,7 @@ def rss_of_step(setting: str, remat: str, variant: str, batch: int) -> float:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = json.loads(res.stdout.strip().splitlines()[-1])
-    return after
+    return before, after
 
 
 def memory_table(setting: str, batch: int, rss: bool, out: Path | None) -> list[dict]:
@@ -110,7 +110,9 @@ def memory_table(setting: str, batch: int, rss: bool, out: Path | None) -> list[
             "gflops": common.cost(m["compiled"])["flops"] / 1e9,
         }
         if rss:
-            rec["peak_rss_mib"] = rss_of_step(setting, remat, variant, batch)
+            rec["rss_before_step_mib"], rec["peak_rss_mib"] = rss_of_step(
+                setting, remat, variant, batch
+            )
         common.write_jsonl(out, rec)
         records.append(rec)
     return records
@@ -153,6 +155,7 @@ def main() -> None:
                   "cache size (4 calls, same shape)", "cache size (+ new batch size)"]  # fmt: skip
         print(common.markdown_table(header, rows))
     if mem_recs:
+        nan = float("nan")
         rows = [
             [
                 r["setting"],
@@ -163,11 +166,12 @@ def main() -> None:
                 f"{r['argument_mib']:.1f}",
                 f"{r['gflops']:.3g}",
                 f"{r.get('peak_rss_mib', float('nan')):.0f}",
+                f"{r.get('peak_rss_mib', nan) - r.get('rss_before_step_mib', nan):.0f}",
             ]
             for r in mem_recs
         ]
         header = ["setting", "batch", "variant", "remat", "XLA temp MiB", "args MiB", "GFLOP",
-                  "peak RSS MiB"]  # fmt: skip
+                  "peak RSS MiB", "RSS added by the step MiB"]  # fmt: skip
         print(common.markdown_table(header, rows))
 
 
