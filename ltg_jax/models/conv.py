@@ -6,7 +6,8 @@ makes that kernel canonical, but inside a `while` body or a `lax.cond` branch (t
 `lax.scan`) it leaves the convolution on the slow generic path: a guided step ran 2.7-5x
 slower there than jitted alone (benchmarks/RESULTS.md §2). Here the backward pass builds the
 flipped, axis-swapped kernel as an array, so every convolution it emits is `01io`. Values are
-those of autodiff (tests/test_conv.py); only the emitted HLO differs.
+those of autodiff (tests/test_conv.py); only the emitted HLO differs. Being a custom VJP, it
+supports reverse mode (grad, vjp: what guidance and training use) but not `jax.jvp`.
 """
 
 from __future__ import annotations
