@@ -185,7 +185,8 @@ def test_vae_decoder_remat_gives_same_gradients():
 
     plain, remat = grad("none"), grad("decoder")  # parameter and latent gradients
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # Recomputation reorders f32 sums: tolerance relative to each gradient's scale.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()))
 
 
 def test_bf16_compute_runs_close_to_f32():
