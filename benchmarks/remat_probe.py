@@ -1,9 +1,9 @@
-r"""Where the memory of backprop through the VAE decoder goes, and what remat granularity buys.
+r"""Where the memory of backprop through the VAE decoder goes, and what remat buys.
 
 XLA's memory analysis (temp bytes) of grad_z Σ D(z) for the tiny_sd f=8 decoder at one batch:
   none        no remat
-  block       the library's remat="decoder" (nn.remat around each decoder up/mid block)
-  resnet      nn.remat around each ResnetBlock2D instead (monkeypatched here, not in ltg_jax)
+  decoder     the library's remat="decoder" (nn.remat around each resnet, attention and the
+              full-resolution output tail of the decoder)
   forward     the forward pass alone (no gradient): what any remat must still hold
 
   .venv/bin/python -m benchmarks.remat_probe --batch 64
@@ -13,34 +13,25 @@ from __future__ import annotations
 
 import argparse
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import ltg_jax.models.vae as vae_module
 from benchmarks import common
 from ltg_jax import models
 
-MODES = ("forward", "none", "block", "resnet")
+MODES = ("forward", "none", "decoder")
 
 
 def decoder_memory(mode: str, batch: int) -> dict:
     """XLA temp MiB and GFLOPs of the decoder's forward or gradient under a remat mode."""
-    original = vae_module.ResnetBlock2D
-    if mode == "resnet":  # looked up when the decoder is traced: keep it patched until then
-        vae_module.ResnetBlock2D = nn.remat(original)
-    try:
-        remat = "decoder" if mode == "block" else "none"
-        setup = common.load_setup("tiny_sd", remat=remat)
-        vae, params = setup.pipe.vae, setup.params["diffusion"]["vae"]
-        scale = float(setup.pipe.vae_config["scaling_factor"])
-        h, w, c = setup.models.latent_shape
-        z = jnp.zeros((batch, h, w, c), jnp.float32)
-        decode = lambda z, p: jnp.sum(models.decode_latents(vae, p, z, scale))
-        fn = jax.jit(decode if mode == "forward" else jax.grad(decode))
-        compiled = fn.lower(z, params).compile()
-    finally:
-        vae_module.ResnetBlock2D = original
+    setup = common.load_setup("tiny_sd", remat="none" if mode == "forward" else mode)
+    vae, params = setup.pipe.vae, setup.params["diffusion"]["vae"]
+    scale = float(setup.pipe.vae_config["scaling_factor"])
+    h, w, c = setup.models.latent_shape
+    z = jnp.zeros((batch, h, w, c), jnp.float32)
+    decode = lambda z, p: jnp.sum(models.decode_latents(vae, p, z, scale))
+    fn = jax.jit(decode if mode == "forward" else jax.grad(decode))
+    compiled = fn.lower(z, params).compile()
     return {
         "bench": "remat_probe",
         "mode": mode,

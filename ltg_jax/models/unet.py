@@ -107,6 +107,7 @@ class DownBlock2D(nn.Module):
     eps: float = 1e-5
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -114,7 +115,7 @@ class DownBlock2D(nn.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         skips = []
         for j in range(self.num_layers):
-            resnet = ResnetBlock2D(
+            resnet = maybe_remat(ResnetBlock2D, self.remat)(
                 self.out_channels, self.groups, self.eps, dtype=self.dtype, name=f"resnets_{j}"
             )
             h = resnet(h, temb)
@@ -140,6 +141,7 @@ class UpBlock2D(nn.Module):
     eps: float = 1e-5
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -147,7 +149,7 @@ class UpBlock2D(nn.Module):
     ) -> jax.Array:
         for j in range(self.num_layers):
             h = jnp.concatenate([h, skips[-1 - j].astype(h.dtype)], axis=-1)
-            resnet = ResnetBlock2D(
+            resnet = maybe_remat(ResnetBlock2D, self.remat)(
                 self.out_channels, self.groups, self.eps, dtype=self.dtype, name=f"resnets_{j}"
             )
             h = resnet(h, temb)
@@ -169,10 +171,11 @@ class MidBlock2DCrossAttn(nn.Module):
     output_scale_factor: float = 1.0
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, h: jax.Array, temb: jax.Array, context: jax.Array) -> jax.Array:
-        resnet = lambda name: ResnetBlock2D(
+        resnet = lambda name: maybe_remat(ResnetBlock2D, self.remat)(
             self.channels, self.groups, self.eps, self.output_scale_factor, self.dtype, name=name
         )
         h = resnet("resnets_0")(h, temb)
@@ -181,9 +184,10 @@ class MidBlock2DCrossAttn(nn.Module):
 
 
 def _transformer(block: nn.Module, name: str, channels: int | None = None) -> Transformer2DModel:
-    """The Transformer2DModel of a block; diffusers sets head_dim = channels // num_heads."""
+    """The Transformer2DModel of a block (under the block's remat); diffusers sets head_dim =
+    channels // num_heads."""
     channels = channels or block.out_channels
-    return Transformer2DModel(
+    return maybe_remat(Transformer2DModel, block.remat)(
         num_heads=block.num_heads,
         head_dim=channels // block.num_heads,
         depth=block.depth,
@@ -197,8 +201,9 @@ def _transformer(block: nn.Module, name: str, channels: int | None = None) -> Tr
 class UNet2DConditionModel(nn.Module):
     """eps-prediction UNet: (latents [B,h,w,C], timesteps [B], context [B,L,D]) -> [B,h,w,C].
 
-    Build it with `unet_from_config`. `remat`: "none", "decoder" (up blocks), "all" (every
-    block). The output is float32 whatever the compute dtype, for the scheduler's f32 maths.
+    Build it with `unet_from_config`. `remat`: "none", "decoder" (recompute each resnet and
+    transformer of the up blocks in the backward pass), "all" (of every block). The output is
+    float32 whatever the compute dtype, for the scheduler's f32 maths.
     """
 
     in_channels: int = 4
@@ -255,43 +260,43 @@ class UNet2DConditionModel(nn.Module):
 
         h = conv(self.block_out_channels[0], 3, self.dtype, "conv_in")(latents.astype(self.dtype))
         skips: list[jax.Array] = [h]
-        down_cls = maybe_remat(DownBlock2D, self.remat == "all")
         for i, block_type in enumerate(self.down_block_types):
-            block = down_cls(
+            block = DownBlock2D(
                 out_channels=self.block_out_channels[i],
                 num_layers=self.layers_per_block[i],
                 cross_attention=block_type == "CrossAttnDownBlock2D",
                 add_downsample=i < levels - 1,
                 num_heads=self.num_heads[i],
                 depth=self.transformer_depth[i],
+                remat=self.remat == "all",
                 name=f"down_blocks_{i}",
                 **common,
             )
             h, res = block(h, temb, context)
             skips.extend(res)
 
-        mid_cls = maybe_remat(MidBlock2DCrossAttn, self.remat == "all")
-        h = mid_cls(
+        h = MidBlock2DCrossAttn(
             channels=self.block_out_channels[-1],
             num_heads=self.num_heads[-1],
             depth=self.transformer_depth[-1],
             output_scale_factor=self.mid_block_scale_factor,
+            remat=self.remat == "all",
             name="mid_block",
             **common,
         )(h, temb, context)
 
-        up_cls = maybe_remat(UpBlock2D, self.remat in ("decoder", "all"))
         rev = lambda t: tuple(reversed(t))
         for i, block_type in enumerate(self.up_block_types):
             n = rev(self.layers_per_block)[i] + 1
             res, skips = tuple(skips[-n:]), skips[:-n]
-            h = up_cls(
+            h = UpBlock2D(
                 out_channels=rev(self.block_out_channels)[i],
                 num_layers=n,
                 cross_attention=block_type == "CrossAttnUpBlock2D",
                 add_upsample=i < levels - 1,
                 num_heads=rev(self.num_heads)[i],
                 depth=rev(self.transformer_depth)[i],
+                remat=self.remat in ("decoder", "all"),
                 name=f"up_blocks_{i}",
                 **common,
             )(h, res, temb, context)

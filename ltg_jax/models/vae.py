@@ -49,11 +49,13 @@ class EncoderBlock(nn.Module):
     add_downsample: bool
     groups: int = 32
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
+        resnet_cls = maybe_remat(ResnetBlock2D, self.remat)
         for j in range(self.num_layers):
-            h = ResnetBlock2D(
+            h = resnet_cls(
                 self.out_channels, self.groups, _EPS, dtype=self.dtype, name=f"resnets_{j}"
             )(h)
         if self.add_downsample:
@@ -69,11 +71,13 @@ class DecoderBlock(nn.Module):
     add_upsample: bool
     groups: int = 32
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
+        resnet_cls = maybe_remat(ResnetBlock2D, self.remat)
         for j in range(self.num_layers):
-            h = ResnetBlock2D(
+            h = resnet_cls(
                 self.out_channels, self.groups, _EPS, dtype=self.dtype, name=f"resnets_{j}"
             )(h)
         if self.add_upsample:
@@ -87,17 +91,29 @@ class MidBlock(nn.Module):
     channels: int
     groups: int = 32
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        resnet = lambda name: ResnetBlock2D(
+        resnet = lambda name: maybe_remat(ResnetBlock2D, self.remat)(
             self.channels, self.groups, _EPS, dtype=self.dtype, name=name
         )
+        attention = maybe_remat(SpatialSelfAttention, self.remat)
         h = resnet("resnets_0")(h)
-        h = SpatialSelfAttention(self.channels, self.groups, _EPS, self.dtype, name="attentions_0")(
-            h
-        )
+        h = attention(self.channels, self.groups, _EPS, self.dtype, name="attentions_0")(h)
         return resnet("resnets_1")(h)
+
+
+def _output_tail(coder: nn.Module, h: jax.Array, features: int) -> jax.Array:
+    """conv_norm_out -> SiLU -> conv_out of an Encoder/Decoder, recomputed under its remat.
+
+    In the decoder this tail runs at full resolution and holds the largest activations of
+    a guided step's backward pass.
+    """
+    norm = group_norm(coder.groups, _EPS, coder.dtype, "conv_norm_out")
+    out = conv(features, 3, coder.dtype, "conv_out")
+    tail = lambda _, h: out(nn.silu(norm(h)))
+    return (nn.remat(tail) if coder.remat else tail)(coder, h)
 
 
 class Encoder(nn.Module):
@@ -114,17 +130,13 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         chans = self.block_out_channels
         h = conv(chans[0], 3, self.dtype, "conv_in")(x.astype(self.dtype))
-        block_cls = maybe_remat(EncoderBlock, self.remat)
         for i, c in enumerate(chans):
-            h = block_cls(
+            h = EncoderBlock(
                 c, self.layers_per_block, i < len(chans) - 1, self.groups, self.dtype,
-                name=f"down_blocks_{i}",
+                self.remat, name=f"down_blocks_{i}",
             )(h)  # fmt: skip
-        h = maybe_remat(MidBlock, self.remat)(chans[-1], self.groups, self.dtype, name="mid_block")(
-            h
-        )
-        h = nn.silu(group_norm(self.groups, _EPS, self.dtype, "conv_norm_out")(h))
-        return conv(2 * self.latent_channels, 3, self.dtype, "conv_out")(h)
+        h = MidBlock(chans[-1], self.groups, self.dtype, self.remat, name="mid_block")(h)
+        return _output_tail(self, h, 2 * self.latent_channels)
 
 
 class Decoder(nn.Module):
@@ -141,24 +153,21 @@ class Decoder(nn.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         chans = tuple(reversed(self.block_out_channels))
         h = conv(chans[0], 3, self.dtype, "conv_in")(z.astype(self.dtype))
-        h = maybe_remat(MidBlock, self.remat)(chans[0], self.groups, self.dtype, name="mid_block")(
-            h
-        )
-        block_cls = maybe_remat(DecoderBlock, self.remat)
+        h = MidBlock(chans[0], self.groups, self.dtype, self.remat, name="mid_block")(h)
         for i, c in enumerate(chans):
-            h = block_cls(
+            h = DecoderBlock(
                 c, self.layers_per_block + 1, i < len(chans) - 1, self.groups, self.dtype,
-                name=f"up_blocks_{i}",
+                self.remat, name=f"up_blocks_{i}",
             )(h)  # fmt: skip
-        h = nn.silu(group_norm(self.groups, _EPS, self.dtype, "conv_norm_out")(h))
-        return conv(self.out_channels, 3, self.dtype, "conv_out")(h)
+        return _output_tail(self, h, self.out_channels)
 
 
 class AutoencoderKL(nn.Module):
     """KL autoencoder. Methods: `encode` -> (mean, logvar), `decode` (unscaled latents).
 
-    `remat`: "none", "decoder" (decoder blocks: backprop through the decoder is the memory
-    peak of guidance), "all" (encoder too). Outputs are float32 whatever the compute dtype.
+    `remat`: "none", "decoder" (recompute each resnet, attention and the full-resolution output
+    tail of the decoder in the backward pass: backprop through the decoder is the memory peak
+    of guidance), "all" (the encoder's too). Outputs are float32 whatever the compute dtype.
     """
 
     in_channels: int = 3
