@@ -15,6 +15,8 @@ mkdir -p "$OUT"
   --num_steps 25 --memory_batch 64 --rss --out "$OUT/compile_memory.jsonl" 2>&1 \
   | tee "$OUT/compile_memory.log"
 "$PY" -m benchmarks.remat_probe --batch 64 2>&1 | tee "$OUT/remat_probe.log"
-"$PY" -m benchmarks.sampler_overhead --setting embedded --batch 8 --steps 5 --budget_s 8 2>&1 \
-  | tee "$OUT/sampler_overhead.log"
+for conv in ours lax; do  # lax: before ltg_jax.models.conv's explicit input-gradient VJP
+  "$PY" -m benchmarks.sampler_overhead --setting embedded --batch 8 --steps 5 --budget_s 8 \
+    --conv "$conv" 2>&1 | tee "$OUT/sampler_overhead_$conv.log"
+done
 "$PY" -m benchmarks.profile_step --setting embedded --batch 8 2>&1 | tee "$OUT/profile_step.log"

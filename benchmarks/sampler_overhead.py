@@ -9,6 +9,9 @@ Times the same guided step (LTG, the shipped defaults) built seven ways, per ste
   unrolled_const  lax.scan(unroll=True) over S steps, w constant: straight-line code
   sampler         `sampling.make_sampler` (scan_cond + noise, final decode and score)
 
+`--conv lax` builds every model convolution with plain `lax.conv_general_dilated` instead of
+`ltg_jax.models.conv` (the state before its explicit input-gradient VJP), for a before/after.
+
   .venv/bin/python -m benchmarks.sampler_overhead --setting embedded --batch 8 --steps 10
 """
 
@@ -21,7 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from ltg_jax import guidance, sampling, schedulers
+from ltg_jax import guidance, predictor, sampling, schedulers
+from ltg_jax.models import layers
+
+
+def use_lax_conv() -> None:
+    """Build the models' convolutions with plain lax (autodiff's own input gradient)."""
+    layers.conv_general_dilated = jax.lax.conv_general_dilated
+    predictor.conv_general_dilated = jax.lax.conv_general_dilated
 
 
 def main() -> None:
@@ -31,7 +41,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--variant", default="z0", choices=("z0", "unet"))
     p.add_argument("--budget_s", type=float, default=10.0)
+    p.add_argument("--conv", default="ours", choices=("ours", "lax"))
     a = p.parse_args()
+    if a.conv == "lax":
+        use_lax_conv()
     setup = common.load_setup(a.setting)
     config = common.sampler_config(setup, a.variant, a.steps)
     schedule = schedulers.make_schedule(dict(config.scheduler), a.steps, config.solver)
@@ -117,7 +130,7 @@ def main() -> None:
         gf = "" if flops is None else f"{flops:.3g}"
         cs = f"{compile_s[k]:.1f}" if k in compile_s else ""
         rows.append([k, a.batch, f"{ms:.1f}", gf, cs])
-    header = ["construct", "batch", "ms per step", "GFLOP per step*", "compile s"]
+    header = [f"construct (conv: {a.conv})", "batch", "ms per step", "GFLOP per step*", "compile s"]
     print(common.markdown_table(header, rows))
     print("* XLA's cost analysis counts a while-loop body once: scan GFLOPs are divided by S")
 
