@@ -58,7 +58,32 @@ def measure(
         "predictor_accuracy": float(np.mean(predicted == data.labels)),
         "oracle_fidelity": float(np.mean(fidelity == data.labels)),
         "samples": int(len(data.labels)),
+        "per_class": per_class(data, predicted == data.labels, fidelity == data.labels),
     }
+
+
+def per_class(
+    data: synthetic.SyntheticData, predictor_correct: np.ndarray, oracle_correct: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """{class name: predictor accuracy, oracle fidelity} of one setting, in class-id order."""
+    names = {int(row["class_id"]): str(row["class_name"]) for row in data.rows}
+    return {
+        names[c]: {
+            "predictor_accuracy": float(np.mean(predictor_correct[data.labels == c])),
+            "oracle_fidelity": float(np.mean(oracle_correct[data.labels == c])),
+        }
+        for c in sorted(names)
+    }
+
+
+def per_class_table(rows: list[dict[str, Any]], metric: str) -> str:
+    """Classes down, settings across: `metric` of each class under each setting."""
+    classes = list(rows[0]["per_class"])
+    table = [
+        {"class": name, **{row["setting"]: row["per_class"][name][metric] for row in rows}}
+        for name in classes
+    ]
+    return metrics.format_table(table, precision=3)
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
@@ -83,11 +108,19 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     )
     result = {"rows": rows, "signal": str(config.ltg.signal), "config": config.to_dict()}
     io.atomic_write_json(workdir / "guidance_study.json", result)
-    table = metrics.print_table(rows, title="Longtail Guidance vs unguided (same seeds)")
+    overall = [{k: v for k, v in row.items() if k != "per_class"} for row in rows]
+    table = metrics.print_table(overall, title="Longtail Guidance vs unguided (same seeds)")
+    by_class = "\n\n".join(
+        f"{title}\n```\n{per_class_table(rows, metric)}\n```"
+        for metric, title in (
+            ("predictor_accuracy", "Predictor accuracy per class"),
+            ("oracle_fidelity", "Oracle class fidelity per class"),
+        )
+    )
     io.atomic_write_text(
         workdir / "guidance_study.md",
         f"# Guidance study\n\nsignal: `{config.ltg.signal}`, "
         f"{rows[0]['samples']} samples per setting; rows of guidance_study.png follow the "
-        f"table's order.\n\n```\n{table}\n```\n",
+        f"table's order.\n\n```\n{table}\n```\n\n{by_class}\n",
     )
     return result

@@ -25,11 +25,20 @@ def test_study_compares_the_unguided_baseline_with_each_setting(study):
         assert row["samples"] == 10
         assert 0.0 <= row["predictor_accuracy"] <= 1.0 and 0.0 <= row["oracle_fidelity"] <= 1.0
         assert np.isfinite(row["mean_epistemic"])
+        # Per class (the test plan: 10 classes x 1 sample, so each is 0 or 1): equal counts,
+        # so the overall figure is the mean over classes.
+        per_class = row["per_class"]
+        assert len(per_class) == 10
+        for metric in ("predictor_accuracy", "oracle_fidelity"):
+            values = [c[metric] for c in per_class.values()]
+            assert set(values) <= {0.0, 1.0}
+            assert np.isclose(np.mean(values), row[metric])
     # Same plan and seed: the same files in both settings, different pixels where guided.
     base = sorted(p.name for p in (workdir / "w0" / "data").rglob("*.png"))
     guided = sorted(p.name for p in (workdir / "w2_z0" / "data").rglob("*.png"))
     assert base == guided
-    assert (workdir / "guidance_study.md").read_text().startswith("# Guidance study")
+    report = (workdir / "guidance_study.md").read_text()
+    assert report.startswith("# Guidance study") and "Oracle class fidelity per class" in report
     assert io.load_png(workdir / "guidance_study.png").shape[0] == 2 * 33 + 1  # a row a setting
 
 
