@@ -184,8 +184,7 @@ class MidBlock2DCrossAttn(nn.Module):
 
 
 def _transformer(block: nn.Module, name: str, channels: int | None = None) -> Transformer2DModel:
-    """The Transformer2DModel of a block (under the block's remat); diffusers sets head_dim =
-    channels // num_heads."""
+    """A block's Transformer2DModel, under its remat (diffusers: head_dim = channels // heads)."""
     channels = channels or block.out_channels
     return maybe_remat(Transformer2DModel, block.remat)(
         num_heads=block.num_heads,
