@@ -20,3 +20,5 @@ for conv in ours lax; do  # lax: before ltg_jax.models.conv's explicit input-gra
     --conv "$conv" 2>&1 | tee "$OUT/sampler_overhead_$conv.log"
 done
 "$PY" -m benchmarks.profile_step --setting embedded --batch 8 2>&1 | tee "$OUT/profile_step.log"
+"$PY" -m benchmarks.dtype_step --settings embedded,tiny_sd --batches 8,64 \
+  --out "$OUT/dtype_step.jsonl" 2>&1 | tee "$OUT/dtype_step.log"
