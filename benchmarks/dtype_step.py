@@ -20,24 +20,29 @@ DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 VARIANTS = ("unguided", "z0")
 
 
-def run(setting: str, batch: int, budget_s: float) -> dict:
-    """Median ms per step of each (dtype, variant) and the f32/bf16 ratios."""
-    calls = {}
-    for name, dtype in DTYPES.items():
-        setup = common.load_setup(setting, dtype=dtype)
-        args = common.step_inputs(setup, batch)
-        for v in VARIANTS:
-            compiled, _ = common.compile_timed(common.make_step(setup, v), *args)
-            calls[f"{name}_{v}"] = lambda c=compiled, a=args: c(*a)
-    times = common.interleaved_times(calls, budget_s=budget_s)
-    ms = {k: 1e3 * common.median(t) for k, t in times.items()}
-    return {
-        "bench": "dtype_step",
-        "setting": setting,
-        "batch": batch,
-        "ms": ms,
-        "f32_over_bf16": {v: ms[f"f32_{v}"] / ms[f"bf16_{v}"] for v in VARIANTS},
-    }
+def run(setting: str, batches: list[int], budget_s: float) -> list[dict]:
+    """Per batch: median ms per step of each (dtype, variant) and the f32/bf16 ratios."""
+    setups = {name: common.load_setup(setting, dtype=dtype) for name, dtype in DTYPES.items()}
+    steps = {(d, v): common.make_step(setups[d], v) for d in DTYPES for v in VARIANTS}
+    records = []
+    for batch in batches:
+        calls = {}
+        for (d, v), step in steps.items():
+            args = common.step_inputs(setups[d], batch)
+            compiled, _ = common.compile_timed(step, *args)
+            calls[f"{d}_{v}"] = lambda c=compiled, a=args: c(*a)
+        times = common.interleaved_times(calls, budget_s=budget_s)
+        ms = {k: 1e3 * common.median(t) for k, t in times.items()}
+        records.append(
+            {
+                "bench": "dtype_step",
+                "setting": setting,
+                "batch": batch,
+                "ms": ms,
+                "f32_over_bf16": {v: ms[f"f32_{v}"] / ms[f"bf16_{v}"] for v in VARIANTS},
+            }
+        )
+    return records
 
 
 def main() -> None:
@@ -50,17 +55,17 @@ def main() -> None:
     common.write_jsonl(a.out, {"bench": "machine", **common.machine()})
     rows = []
     for setting in a.settings.split(","):
-        for batch in (int(b) for b in a.batches.split(",")):
-            rec = run(setting, batch, a.budget_s)
+        for rec in run(setting, [int(b) for b in a.batches.split(",")], a.budget_s):
             common.write_jsonl(a.out, rec)
             ms, ratio = rec["ms"], rec["f32_over_bf16"]
             rows.append(
-                [setting, batch]
+                [setting, rec["batch"]]
                 + [f"{ms[f'{d}_{v}']:.1f}" for v in VARIANTS for d in DTYPES]
                 + [f"{ratio[v]:.2f}" for v in VARIANTS]
             )
-    header = ["setting", "batch", "unguided f32 ms", "unguided bf16 ms", "z0 f32 ms", "z0 bf16 ms"]
-    print(common.markdown_table(header + ["f32/bf16 unguided", "f32/bf16 z0"], rows))
+    header = [f"{v} {d} ms" for v in VARIANTS for d in DTYPES]
+    header += [f"f32/bf16 {v}" for v in VARIANTS]
+    print(common.markdown_table(["setting", "batch", *header], rows))
 
 
 if __name__ == "__main__":
