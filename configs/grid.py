@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16
     config.dtype = "float32"
     config.remat = "none"
+    config.resolution = ()  # pixels: () = the UNet's sample_size; 512 or 512,768 (h,w)
     config.sampler = ml_collections.ConfigDict()  # unguided: no guidance block
     config.sampler.num_steps = assets.DEFAULT_NUM_STEPS
     config.sampler.solver = "ddim"

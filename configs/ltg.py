@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16  # global; a multiple of the device count; free to change on resume
     config.dtype = "float32"  # compute dtype: float32 | bfloat16 (accelerators)
     config.remat = "none"  # none | decoder | all: rematerialise to fit guided backprop
+    config.resolution = ()  # pixels: () = the UNet's sample_size; 512 or 512,768 (h,w)
     config.sheet_columns = 8
 
     config.sampler = ml_collections.ConfigDict()

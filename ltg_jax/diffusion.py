@@ -17,22 +17,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltg_jax import models, predictor, sampling, signals, weights
+from ltg_jax.models.defaults import fill_defaults
 
 PyTree = Any
 SignalFn = Callable[[PyTree, jax.Array, Any], jax.Array]
+# Image size in pixels: None (the model's own), one int (square) or (height, width).
+Resolution = int | Sequence[int] | None
 
 
-def class_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
+def class_conditional_models(
+    pipe: weights.Pipeline, resolution: Resolution = None
+) -> sampling.SamplerModels:
     """Sampler callables of a class-conditional pipeline; params = {'unet','vae','class_embedder'}.
 
     The conditioning is the class id [B]; the null class (K) is the unconditional branch.
+    `resolution` (height, width) in pixels defaults to the UNet's sample_size (see image_size).
     """
     unet, vae, embedder = pipe.unet, pipe.vae, pipe.class_embedder
     if embedder is None:
         raise ValueError(
             "this pipeline has no class_embedder/ (a text model?); use text_conditional_models"
         )
-    scale = float(pipe.vae_config.get("scaling_factor", 1.0))
+    scale = vae_scaling_factor(pipe)
 
     def eps_fn(params, z, t, labels):
         context = models.class_context(embedder, params["class_embedder"], labels)
@@ -43,17 +49,19 @@ def class_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
         decode_fn=lambda params, z: models.decode_latents(vae, params["vae"], z, scale),
         signal_fn=None,
         null_cond=lambda labels: jnp.full_like(labels, embedder.num_classes),
-        latent_shape=latent_shape(pipe),
+        latent_shape=latent_shape(pipe, resolution),
     )
 
 
-def text_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
+def text_conditional_models(
+    pipe: weights.Pipeline, resolution: Resolution = None
+) -> sampling.SamplerModels:
     """Sampler callables of a text-conditional (SD) pipeline; params = {'unet', 'vae'}.
 
     cond is the dict of `encode_prompts`; the text encoder never runs inside the sampler.
     """
     unet, vae = pipe.unet, pipe.vae
-    scale = float(pipe.vae_config.get("scaling_factor", 1.0))
+    scale = vae_scaling_factor(pipe)
 
     def eps_fn(params, z, t, cond):
         return models.unet_apply(unet, params["unet"], z, t, cond["context"])
@@ -63,15 +71,17 @@ def text_conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
         decode_fn=lambda params, z: models.decode_latents(vae, params["vae"], z, scale),
         signal_fn=None,
         null_cond=lambda cond: {**cond, "context": cond["uncond"]},
-        latent_shape=latent_shape(pipe),
+        latent_shape=latent_shape(pipe, resolution),
     )
 
 
-def conditional_models(pipe: weights.Pipeline) -> sampling.SamplerModels:
+def conditional_models(
+    pipe: weights.Pipeline, resolution: Resolution = None
+) -> sampling.SamplerModels:
     """`class_conditional_models` or `text_conditional_models`, whichever the folder is."""
     if is_class_conditional(pipe):
-        return class_conditional_models(pipe)
-    return text_conditional_models(pipe)
+        return class_conditional_models(pipe, resolution)
+    return text_conditional_models(pipe, resolution)
 
 
 def is_class_conditional(pipe: weights.Pipeline) -> bool:
@@ -79,10 +89,57 @@ def is_class_conditional(pipe: weights.Pipeline) -> bool:
     return pipe.class_embedder is not None
 
 
-def latent_shape(pipe: weights.Pipeline) -> tuple[int, int, int]:
-    """(h, w, c) of one latent, from the UNet config."""
-    hw = int(pipe.unet_config["sample_size"])
-    return (hw, hw, int(pipe.unet_config["in_channels"]))
+def vae_scaling_factor(pipe: weights.Pipeline) -> float:
+    """s_vae of the folder; an omitted field means diffusers' default 0.18215, as in diffusers."""
+    return float(fill_defaults("vae", pipe.vae_config)["scaling_factor"])
+
+
+def vae_factor(vae_config: Mapping[str, Any]) -> int:
+    """Pixels per latent along each side (8 for Stable Diffusion)."""
+    return 2 ** (len(fill_defaults("vae", vae_config)["block_out_channels"]) - 1)
+
+
+def resolution_multiple(unet_config: Mapping[str, Any], vae_config: Mapping[str, Any]) -> int:
+    """Pixels per latent times the UNet's total downsampling: image sizes must divide by it."""
+    unet_levels = len(fill_defaults("unet", unet_config)["block_out_channels"])
+    return vae_factor(vae_config) * 2 ** (unet_levels - 1)
+
+
+def image_size(
+    unet_config: Mapping[str, Any], vae_config: Mapping[str, Any], resolution: Resolution = None
+) -> tuple[int, int]:
+    """(height, width) in pixels: `resolution` (int or pair), else sample_size x VAE factor.
+
+    As diffusers' `height`/`width`; each must be a multiple of `resolution_multiple`.
+    """
+    factor = vae_factor(vae_config)
+    if resolution is None or resolution == () or resolution == 0:
+        sample_size = fill_defaults("unet", unet_config)["sample_size"]
+        if sample_size is None:
+            raise ValueError(
+                "unet/config.json has no sample_size; set the image size (config.resolution / "
+                "height=, width=)"
+            )
+        size = (int(sample_size) * factor,) * 2
+    elif isinstance(resolution, int):
+        size = (resolution, resolution)
+    else:
+        size = tuple(int(r) for r in resolution)
+        size = size * 2 if len(size) == 1 else size
+    multiple = resolution_multiple(unet_config, vae_config)
+    if len(size) != 2 or any(s <= 0 or s % multiple for s in size):
+        raise ValueError(
+            f"resolution {resolution!r}: height and width must be positive multiples of "
+            f"{multiple} (VAE factor x UNet downsampling of this model)"
+        )
+    return size
+
+
+def latent_shape(pipe: weights.Pipeline, resolution: Resolution = None) -> tuple[int, int, int]:
+    """(h, w, c) of one latent at `resolution` (default: the UNet's sample_size)."""
+    height, width = image_size(pipe.unet_config, pipe.vae_config, resolution)
+    factor = vae_factor(pipe.vae_config)
+    return (height // factor, width // factor, int(pipe.unet.in_channels))
 
 
 def pipeline_params(pipe: weights.Pipeline) -> dict[str, PyTree]:

@@ -103,7 +103,7 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
         samples=int(all_labels.size),
         num_steps=int(config.sample.num_steps),
         cfg_scale=float(config.sample.cfg_scale),
-        model_hash=weights.weights_hash(config.model_dir),
+        model_hash=weights.model_hash(config.model_dir),
         sampling_seconds_this_run=time.time() - tic,
     )
     io.atomic_write_json(workdir / "fidelity.json", report)

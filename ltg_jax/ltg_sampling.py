@@ -33,7 +33,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from ltg_jax import diffusion, io, parallel, predictor, sampling, signals, weights
+from ltg_jax import diffusion, io, models, parallel, predictor, sampling, signals, weights
 from ltg_jax.data import synthetic
 
 CONFIG_FILE = "config.json"
@@ -74,6 +74,7 @@ def inspect_folder(path: str | os.PathLike, field: str = "pipeline") -> FolderIn
     for part in ("unet", "vae"):
         if not (path / part / "config.json").is_file():
             raise ValueError(f"{path} has no {part}/config.json; {fix}")
+    weights.check_supported(path)
     sched = path / "scheduler" / "scheduler_config.json"
     if not sched.is_file():
         raise ValueError(f"{path} has no scheduler/scheduler_config.json (needed to sample)")
@@ -81,6 +82,9 @@ def inspect_folder(path: str | os.PathLike, field: str = "pipeline") -> FolderIn
     if embedder.is_file():
         return FolderInfo(path, "class", int(io.read_json(embedder)["num_classes"]), _json(sched))
     if (path / "text_encoder").is_dir() and (path / "tokenizer").is_dir():
+        problem = models.tokenizer_files_problem(path / "tokenizer")
+        if problem:
+            raise ValueError(f"{problem}; or {fix}")
         return FolderInfo(path, "text", None, _json(sched))
     raise ValueError(
         f"{path} has neither class_embedder/ (class-conditional) nor text_encoder/ + "
@@ -336,7 +340,7 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     info, bundle, plan, weights_ = validate(config)
     pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
     shape = tuple(bundle.metadata.get("input", {}).get("shape", (32, 32, 1)))
-    base = diffusion.conditional_models(pipe)
+    base = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
     models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, weights_, shape))
     mesh = parallel.data_mesh() if mesh is None else mesh
     ids = np.asarray(plan.class_ids, np.int32)
@@ -348,7 +352,7 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
         diffusion.guided_params(diffusion.pipeline_params(pipe), bundle.params), mesh
     )
     hashes = {
-        "model_hash": weights.weights_hash(info.path),
+        "model_hash": weights.model_hash(info.path),
         "predictor_hash": file_hash(config.predictor),
     }
     score_fn = bundle.scorer().jitted
@@ -539,7 +543,7 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
     per_row = int(config.per_row)
     scfg = sampler_config(config, info)
     pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
-    models_ = diffusion.conditional_models(pipe)
+    models_ = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
     if info.kind == "class":
         ids = np.asarray(_tuple(config.classes) or range(info.num_classes), np.int32)
         bad = [int(i) for i in ids if not 0 <= i < info.num_classes]

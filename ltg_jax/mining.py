@@ -112,7 +112,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     }
     if needs_generation(config):
         info = ltg_sampling.inspect_folder(config.pipeline)
-        hashes["model_hash"] = weights.weights_hash(info.path)
+        hashes["model_hash"] = weights.model_hash(info.path)
     for arm in SYNTHETIC_ARMS:
         manifest = str(config.review.manifest[arm])
         if manifest and not Path(manifest).is_file():

@@ -131,6 +131,19 @@ def _model_fn(
     return fn
 
 
+def sample_keys(rng: jax.Array, sample_indices: jax.Array) -> jax.Array:
+    """Typed keys [B]: everything sample i draws comes from fold_in(rng, i), whatever the batch."""
+    return jax.vmap(lambda i: jax.random.fold_in(rng, i))(sample_indices)
+
+
+def initial_latents(
+    rng: jax.Array, sample_indices: jax.Array, latent_shape: tuple[int, int, int]
+) -> jax.Array:
+    """z_T [B,h,w,c] of the given global samples (init_noise_sigma = 1, as DDIM and DPM++)."""
+    keys = _fold(sample_keys(rng, sample_indices), 0)
+    return guidance.step_noise(keys, 0, tuple(latent_shape))
+
+
 def sample_local(
     config: SamplerConfig,
     models: SamplerModels,
@@ -145,10 +158,9 @@ def sample_local(
     weights = guidance.guidance_weights(config.guidance, config.num_steps)
     guided = models.signal_fn is not None and bool(weights.any())
 
-    # Everything sample i draws comes from fold_in(rng, i): independent of batch and devices.
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(sample_indices)
-    init_keys, step_keys = _fold(keys, 0), _fold(keys, 1)
-    z = guidance.step_noise(init_keys, 0, tuple(models.latent_shape))  # init_noise_sigma = 1
+    keys = sample_keys(rng, sample_indices)
+    step_keys = _fold(keys, 1)
+    z = initial_latents(rng, sample_indices, models.latent_shape)
 
     def signal_of_x0(x0):
         return models.signal_fn(params, models.decode_fn(params, x0), cond)

@@ -32,7 +32,7 @@ DDIM_DEFAULTS: dict[str, Any] = {
     "beta_end": 0.02,
     "beta_schedule": "linear",
     "trained_betas": None,
-    "clip_sample": False,  # diffusers defaults to True; latents must not be clipped
+    "clip_sample": True,  # as diffusers: SD scheduler configs all set it to false themselves
     "clip_sample_range": 1.0,
     "set_alpha_to_one": True,
     "steps_offset": 0,
@@ -142,8 +142,8 @@ def ddim_schedule(
 ) -> DDIMSchedule:
     """Build the DDIM tables for S steps from a diffusers scheduler config dict.
 
-    A config without `clip_sample` gets False (diffusers' default True would clip latents);
-    the keyword overrides the config.
+    A config without `clip_sample` gets diffusers' default (True: x̂0 is clipped, as diffusers
+    does); the keyword overrides the config.
     """
     cfg = {**DDIM_DEFAULTS, **dict(config)}
     if cfg["prediction_type"] not in PREDICTION_TYPES:

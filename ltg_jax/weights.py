@@ -5,7 +5,7 @@ Folder layout (what `StableDiffusionPipeline.save_pretrained` writes):
     unet/config.json          unet/diffusion_pytorch_model[.fp16].safetensors
     vae/config.json           vae/diffusion_pytorch_model[.fp16].safetensors
     text_encoder/config.json  text_encoder/model[.fp16].safetensors         (optional)
-    tokenizer/vocab.json merges.txt tokenizer_config.json                  (optional)
+    tokenizer/tokenizer.json | vocab.json merges.txt, tokenizer_config.json (optional)
     scheduler/scheduler_config.json                                         (optional)
     class_embedder/config.json diffusion_pytorch_model.safetensors          (optional, ours)
 Other model_index entries (safety_checker, feature_extractor) are ignored.
@@ -20,6 +20,7 @@ stored dtype, so load -> save reproduces a folder's tensors bit for bit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pathlib
@@ -48,6 +49,7 @@ from ltg_jax.models import (
     unet_from_config,
     vae_from_config,
 )
+from ltg_jax.models.defaults import UnsupportedModelError, fill_defaults
 from ltg_jax.models.layers import Dtype
 
 Params = dict[str, Any]
@@ -388,6 +390,26 @@ def _listed(index: Mapping, name: str) -> bool:
     return isinstance(entry, list | tuple) and bool(entry) and entry[0] is not None
 
 
+def check_supported(folder: PathLike, index: Mapping | None = None) -> None:
+    """Raises UnsupportedModelError (one line) for model families we do not implement yet.
+
+    Reads JSON files only, so callers can refuse a folder before loading anything.
+    """
+    folder = pathlib.Path(folder)
+    index = _read_json(folder / "model_index.json") if index is None else index
+    unet_path = folder / "unet" / "config.json"
+    unet = _read_json(unet_path) if unet_path.is_file() else {}
+    if (
+        unet.get("addition_embed_type") == "text_time"
+        or str(index.get("_class_name", "")).startswith("StableDiffusionXL")
+        or _listed(index, "text_encoder_2")
+    ):
+        raise UnsupportedModelError(
+            f"{folder}: SDXL (addition_embed_type=text_time) is not supported yet; use a "
+            "Stable Diffusion 1.x/2.x folder"
+        )
+
+
 def _components(folder: pathlib.Path) -> tuple[dict, list[str]]:
     """model_index.json and the components of it that we load."""
     index_path = folder / "model_index.json"
@@ -401,6 +423,7 @@ def _components(folder: pathlib.Path) -> tuple[dict, list[str]]:
             "`StableDiffusionPipeline.from_single_file(path).save_pretrained(out)`"
         )
     index = _read_json(index_path)
+    check_supported(folder, index)
     for required in ("unet", "vae"):
         if not _listed(index, required) and not (folder / required).is_dir():
             raise ValueError(
@@ -434,11 +457,13 @@ def load_pipeline(
             "config.json files (nothing was loaded); check that each component's config and "
             "weights come from the same model:\n" + "\n".join(problems)
         )
-    params = {n: _materialise(p) for n, p in plans.items()}
     tok_dir = folder / "tokenizer"
     has_tok = tok_dir.is_dir() and (
-        _listed(index, "tokenizer") or (tok_dir / "vocab.json").is_file()
+        _listed(index, "tokenizer")
+        or any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json"))
     )
+    tokenizer = load_clip_tokenizer(tok_dir) if has_tok else None  # fails before the weights
+    params = {n: _materialise(p) for n, p in plans.items()}
     sched = folder / "scheduler" / "scheduler_config.json"
     get = lambda n, field: getattr(plans[n], field) if n in plans else None
     return Pipeline(
@@ -451,7 +476,7 @@ def load_pipeline(
         text_encoder=get("text_encoder", "module"),
         text_encoder_params=params.get("text_encoder"),
         text_encoder_config=get("text_encoder", "config"),
-        tokenizer=load_clip_tokenizer(tok_dir) if has_tok else None,
+        tokenizer=tokenizer,
         scheduler_config=_read_json(sched) if sched.is_file() else None,
         class_embedder=get("class_embedder", "module"),
         class_embedder_params=params.get("class_embedder"),
@@ -551,20 +576,36 @@ def save_pipeline(
 
 # --------------------------------------------------------------------------- content hash
 
+# Fields that record who wrote a config, not what the model is.
+_PROVENANCE_KEYS = frozenset({"_diffusers_version", "transformers_version", "_name_or_path"})
 
-def weights_hash(folder: PathLike, *, variant: str | None = None) -> str:
-    """sha256 hex of every weight tensor (canonical name, dtype, shape, bytes) of a folder.
 
-    Stable across file layout (sharding, tensor order, `text_model.` prefix, legacy names);
-    changes when any stored value, dtype or shape changes. Configs are not included.
+def model_hash(folder: PathLike, *, variant: str | None = None) -> str:
+    """sha256 hex of what a folder computes: every weight tensor and every config.
+
+    Weights enter as (canonical name, dtype, shape, bytes); configs with diffusers' defaults
+    filled in (an omitted field and its default hash alike), scheduler config and tokenizer
+    files as they are. Stable across file layout (sharding, tensor order, `text_model.`
+    prefix, legacy names); changes when any value, dtype, shape or config field changes.
+    Memoised per process on the files' sizes and mtimes: a run hashes each folder once.
     """
-    folder = pathlib.Path(folder)
+    folder = pathlib.Path(folder).resolve()
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _model_hash(folder, variant, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_hash(folder: pathlib.Path, variant: str | None, stamp: tuple) -> str:
+    del stamp  # the cache key only
     _, names = _components(folder)
     digest = hashlib.sha256()
     for name in names:
-        stem = _COMPONENTS[name]
+        config = fill_defaults(name, _read_json(folder / name / "config.json"))
+        config = {k: v for k, v in config.items() if k not in _PROVENANCE_KEYS}
+        digest.update(f"{name}/config.json|{json.dumps(config, sort_keys=True)}\n".encode())
         infos: dict[str, TensorInfo] = {}
-        for f in weight_files(folder / name, stem, variant):
+        for f in weight_files(folder / name, _COMPONENTS[name], variant):
             infos.update(read_header(f)[0])
         keys = [k for k in infos if k not in IGNORED_KEYS and not k.endswith(".position_ids")]
         prefix = "text_model." if keys and all(k.startswith("text_model.") for k in keys) else ""
@@ -574,4 +615,10 @@ def weights_hash(folder: PathLike, *, variant: str | None = None) -> str:
             with open(info.path, "rb") as f:
                 f.seek(info.start)
                 digest.update(f.read(info.end - info.start))
+    sched = folder / "scheduler" / "scheduler_config.json"
+    if sched.is_file():
+        config = {k: v for k, v in _read_json(sched).items() if k not in _PROVENANCE_KEYS}
+        digest.update(f"scheduler|{json.dumps(config, sort_keys=True)}\n".encode())
+    for tok in sorted(folder.glob("tokenizer/*")):
+        digest.update(f"tokenizer/{tok.name}|".encode() + tok.read_bytes() + b"\n")
     return digest.hexdigest()

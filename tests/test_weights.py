@@ -172,7 +172,7 @@ def test_text_model_prefix_and_legacy_vae_names_load(pipe, tmp_path):
     assert loaded.storage["text_encoder"].prefix == "text_model."
     assert_same_params(loaded.text_encoder_params, pipe.text_encoder_params)
     assert_same_params(loaded.vae_params, pipe.vae_params)
-    assert W.weights_hash(folder) == W.weights_hash(SD1)  # same weights, other layout
+    assert W.model_hash(folder) == W.model_hash(SD1)  # same weights, other layout
     W.save_pipeline(loaded, tmp_path / "out")
     assert filecmp.cmp(te, tmp_path / "out/text_encoder/model.safetensors", shallow=False)
 
@@ -190,15 +190,31 @@ def test_sharded_checkpoint_loads(pipe, tmp_path):
     assert_same_params(W.load_pipeline(folder).unet_params, pipe.unet_params)
 
 
-def test_weights_hash_is_stable_and_sensitive(tmp_path):
-    h = W.weights_hash(SD1)
-    assert h == W.weights_hash(SD1) and len(h) == 64
-    assert h != W.weights_hash(SD2)
+def test_model_hash_is_stable_and_sensitive(tmp_path):
+    h = W.model_hash(SD1)
+    assert h == W.model_hash(SD1) and len(h) == 64
+    assert h != W.model_hash(SD2)
     folder = copy(SD1, tmp_path)
     tensors = read_all(folder / UNET_FILE)
     tensors["conv_in.bias"][0] += 1.0
     save_file(tensors, folder / UNET_FILE)
-    assert W.weights_hash(folder) != h
+    assert W.model_hash(folder) != h
+
+
+def test_model_hash_covers_configs_with_defaults_filled(tmp_path):
+    folder = copy(SD1, tmp_path)
+    h = W.model_hash(folder)
+    vae_config = folder / "vae/config.json"
+    cfg = json.loads(vae_config.read_text())
+    assert cfg.pop("scaling_factor") == 0.18215  # the default: omitting it changes nothing
+    vae_config.write_text(json.dumps(cfg))
+    assert W.model_hash(folder) == h
+    vae_config.write_text(json.dumps({**cfg, "scaling_factor": 1.0}))
+    assert W.model_hash(folder) != h
+    vae_config.write_text(json.dumps(cfg))
+    sched = folder / "scheduler/scheduler_config.json"
+    sched.write_text(json.dumps({**json.loads(sched.read_text()), "steps_offset": 0}))
+    assert W.model_hash(folder) != h
 
 
 def test_save_dtype_override(pipe, tmp_path):

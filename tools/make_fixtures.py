@@ -9,6 +9,13 @@ Writes, in about 10 s on one CPU core (all together well under 2 MB):
                                   2 transformer layers in one block, gelu CLIP, pad token "!");
                                   stored as fp16 `variant` files (unet, vae) and bf16 (CLIP)
     tests/fixtures/tiny_sd_outputs.npz   inputs and PyTorch outputs, NHWC, float32
+    tests/fixtures/tiny_sd_hub/   SD 1.x folder laid out like a hub download: configs with only
+                                  the keys SD 1.5's hub configs have (no VAE scaling_factor),
+                                  legacy VAE attention names, PNDM scheduler config, and the
+                                  tokenizer as transformers 5 saves it (tokenizer.json only)
+    tests/fixtures/tiny_sd_hub_images.npz  diffusers StableDiffusionPipeline + DDIMScheduler
+                                  images ([0, 1], NHWC) from our sampler's initial latents
+    tests/fixtures/config_defaults.json    diffusers/transformers constructor defaults
 The tests read only these files; they never import torch.
 """
 
@@ -227,6 +234,131 @@ def reference_outputs(folder: pathlib.Path, inputs: dict[str, np.ndarray]) -> di
     return out
 
 
+# The keys SD 1.5's hub configs carry (written by diffusers 0.6): everything else is defaulted.
+HUB_UNET_KEYS = (
+    "_class_name", "act_fn", "attention_head_dim", "block_out_channels", "center_input_sample",
+    "cross_attention_dim", "down_block_types", "downsample_padding", "flip_sin_to_cos",
+    "freq_shift", "in_channels", "layers_per_block", "mid_block_scale_factor", "norm_eps",
+    "norm_num_groups", "out_channels", "sample_size", "up_block_types",
+)  # fmt: skip
+HUB_VAE_KEYS = (
+    "_class_name", "act_fn", "block_out_channels", "down_block_types", "in_channels",
+    "latent_channels", "layers_per_block", "norm_num_groups", "out_channels", "sample_size",
+    "up_block_types",
+)  # fmt: skip
+HUB_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+# (prompts, height or None, guidance_scale, steps) of each golden image set.
+HUB_CASES = {
+    "default": (["a photo of a cat", "The dog, on a MAT!"], None, 3.0, 4),
+    "h24w32": (["a photo of a dog", "the cat"], (24, 32), 5.0, 3),
+}
+
+
+def _keep_keys(path: pathlib.Path, keys: tuple[str, ...], version: str = "0.6.0") -> None:
+    cfg = json.loads(path.read_text())
+    cfg = {k: v for k, v in cfg.items() if k in keys} | {"_diffusers_version": version}
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def build_hub_folder(folder: pathlib.Path, seed: int = 2) -> None:
+    """A tiny SD 1.x folder in the layout of an old hub download (see the module docstring)."""
+    from safetensors.numpy import load_file, save_file
+    from transformers import CLIPTokenizer
+
+    build_folder("sd1", folder, seed)
+    _keep_keys(folder / "unet" / "config.json", HUB_UNET_KEYS)
+    _keep_keys(folder / "vae" / "config.json", HUB_VAE_KEYS)
+    vae_file = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    legacy = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    renamed = {}
+    for key, value in load_file(vae_file).items():
+        for new, old in legacy.items():
+            if ".attentions." in key and f".{new}." in key:
+                key = key.replace(f".{new}.", f".{old}.")
+        renamed[key] = value
+    save_file(renamed, vae_file, metadata={"format": "pt"})
+    shutil.rmtree(folder / "scheduler")
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(HUB_SCHEDULER, indent=2, sort_keys=True) + "\n"
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    shutil.rmtree(folder / "tokenizer")
+    tokenizer.save_pretrained(folder / "tokenizer")  # transformers 5: tokenizer.json only
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "PNDMScheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def hub_images(folder: pathlib.Path) -> dict[str, np.ndarray]:
+    """diffusers' images for HUB_CASES, started from our sampler's initial latents (seed 0)."""
+    import jax
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from ltg_jax import sampling
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    out = {}
+    for name, (prompts, size, cfg_scale, steps) in HUB_CASES.items():
+        h, w = size or (16, 16)
+        shape = (h // 2, w // 2, 4)
+        z = sampling.initial_latents(jax.random.key(0), np.arange(len(prompts)), shape)
+        latents = torch.from_numpy(np.asarray(z).transpose(0, 3, 1, 2).copy())
+        images = pipe(
+            prompts, height=h, width=w, num_inference_steps=steps, guidance_scale=cfg_scale,
+            latents=latents, output_type="np", eta=0.0,
+        ).images  # fmt: skip
+        out[name] = np.asarray(images, np.float32)
+    return out
+
+
+def config_defaults() -> dict[str, dict]:
+    """The constructor defaults our models/defaults.py must equal (JSON-able)."""
+    import inspect
+
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    def init_defaults(cls):
+        params = inspect.signature(cls.__init__).parameters.items()
+        return {k: p.default for k, p in params if p.default is not inspect.Parameter.empty}
+
+    clip = CLIPTextConfig().to_dict()
+    return json.loads(json.dumps({
+        "unet": init_defaults(UNet2DConditionModel),
+        "vae": init_defaults(AutoencoderKL),
+        "text_encoder": clip,
+        "ddim": init_defaults(DDIMScheduler),
+    }, default=str))  # fmt: skip
+
+
+def make_hub_fixtures() -> None:
+    """tiny_sd_hub/, its golden images and config_defaults.json."""
+    folder = FIXTURES / "tiny_sd_hub"
+    build_hub_folder(folder)
+    np.savez_compressed(FIXTURES / "tiny_sd_hub_images.npz", **hub_images(folder))
+    (FIXTURES / "config_defaults.json").write_text(
+        json.dumps(config_defaults(), indent=2, sort_keys=True) + "\n"
+    )
+
+
 def main() -> None:
     import torch
 
@@ -240,6 +372,7 @@ def main() -> None:
         for k, v in reference_outputs(folder, inputs).items():
             arrays[f"{variant}.{k}"] = v
     np.savez_compressed(FIXTURES / "tiny_sd_outputs.npz", **arrays)
+    make_hub_fixtures()
     try:  # scheduler golden outputs (tools/scheduler_fixtures.py, another engineer's module)
         sys.path.insert(0, str(ROOT / "tools"))
         from scheduler_fixtures import make_scheduler_fixtures

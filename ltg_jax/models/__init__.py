@@ -16,9 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from ltg_jax.models import defaults
 from ltg_jax.models.class_embedder import ClassEmbedder, class_context, class_embedder_from_config
 from ltg_jax.models.clip import CLIPTextModel, clip_encode, clip_from_config
-from ltg_jax.models.tokenizer import load_clip_tokenizer, tokenize
+from ltg_jax.models.defaults import UnsupportedModelError, fill_defaults
+from ltg_jax.models.tokenizer import load_clip_tokenizer, tokenize, tokenizer_files_problem
 from ltg_jax.models.unet import UNet2DConditionModel, unet_apply, unet_from_config
 from ltg_jax.models.vae import (
     AutoencoderKL,
@@ -79,16 +81,20 @@ __all__ = [
     "ClassEmbedder",
     "Params",
     "UNet2DConditionModel",
+    "UnsupportedModelError",
     "abstract_params",
     "class_context",
     "class_embedder_from_config",
     "clip_encode",
     "clip_from_config",
     "decode_latents",
+    "defaults",
+    "fill_defaults",
     "init_params",
     "load_clip_tokenizer",
     "sample_posterior",
     "tokenize",
+    "tokenizer_files_problem",
     "unet_apply",
     "unet_from_config",
     "vae_decode",

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ltg_jax.models.defaults import fill_defaults
 from ltg_jax.models.layers import Dtype, attention, layer_norm
 
 ACTIVATIONS = {
@@ -189,24 +190,25 @@ def clip_from_config(
     source: str = "text_encoder/config.json",
 ) -> CLIPTextModel:
     """Build the module from a transformers CLIPTextConfig config.json dict."""
-    archs = config.get("architectures") or ["CLIPTextModel"]
+    cfg = fill_defaults("text_encoder", config)
+    archs = cfg.get("architectures") or ["CLIPTextModel"]
     if archs != ["CLIPTextModel"]:
         raise ValueError(f"{source}: architectures {archs} not supported; use ['CLIPTextModel']")
-    act = config.get("hidden_act", "quick_gelu")
+    act = cfg["hidden_act"]
     if act not in ACTIVATIONS:
         raise ValueError(
             f"{source}: hidden_act {act!r} not supported; use one of {list(ACTIVATIONS)}"
         )
     return CLIPTextModel(
-        vocab_size=config.get("vocab_size", 49408),
-        hidden_size=config.get("hidden_size", 512),
-        intermediate_size=config.get("intermediate_size", 2048),
-        num_hidden_layers=config.get("num_hidden_layers", 12),
-        num_attention_heads=config.get("num_attention_heads", 8),
-        max_position_embeddings=config.get("max_position_embeddings", 77),
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        max_position_embeddings=cfg["max_position_embeddings"],
         hidden_act=act,
-        layer_norm_eps=config.get("layer_norm_eps", 1e-5),
-        eos_token_id=config.get("eos_token_id", 49407),
+        layer_norm_eps=cfg["layer_norm_eps"],
+        eos_token_id=cfg["eos_token_id"],
         dtype=dtype,
     )
 

@@ -1,6 +1,8 @@
-"""CLIP BPE tokenizer built with the `tokenizers` library from vocab.json + merges.txt.
+"""CLIP BPE tokenizer with the `tokenizers` library, from tokenizer.json or vocab.json + merges.txt.
 
-Mirrors transformers' CLIPTokenizer: NFC + whitespace collapse + lowercase, CLIP's split
+transformers 5 saves only tokenizer.json (the fast tokenizer's full definition), read as it
+is. Older folders ship vocab.json + merges.txt, from which we build what transformers'
+CLIPTokenizer does: NFC + whitespace collapse + lowercase, CLIP's split
 regex, byte-level BPE with the `</w>` end-of-word suffix, <|startoftext|> ... <|endoftext|>,
 special tokens (including the pad token, "!" for SD 2.x) matched before BPE, padded and
 truncated to `model_max_length` (77).
@@ -37,19 +39,52 @@ def _token(value: str | dict | None, default: str) -> str:
     return value["content"] if isinstance(value, dict) else value
 
 
-def load_clip_tokenizer(folder: str | pathlib.Path) -> Tokenizer:
-    """Tokenizer from a diffusers `tokenizer/` folder (vocab.json, merges.txt, *_config.json)."""
+def tokenizer_files_problem(folder: str | pathlib.Path) -> str | None:
+    """Why `folder` cannot give a CLIP tokenizer (None when it can); reads no vocabulary."""
     folder = pathlib.Path(folder)
-    for name in ("vocab.json", "merges.txt"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(
-                f"{folder / name} is missing: the CLIP tokenizer needs vocab.json and merges.txt "
-                "(copy them from the original model's tokenizer/ folder)"
-            )
+    if (folder / "tokenizer.json").is_file():
+        return None
+    missing = [n for n in ("vocab.json", "merges.txt") if not (folder / n).is_file()]
+    if missing:
+        return (
+            f"{folder} has neither tokenizer.json nor {' + '.join(missing)}: the CLIP tokenizer "
+            "needs tokenizer.json (transformers 5) or vocab.json + merges.txt; copy them from "
+            "the original model's tokenizer/ folder"
+        )
+    return None
+
+
+def _special_tokens(folder: pathlib.Path) -> dict:
+    """special_tokens_map.json updated by tokenizer_config.json (the latter wins)."""
     cfg: dict = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).is_file():
             cfg.update(json.loads((folder / name).read_text()))
+    return cfg
+
+
+def load_clip_tokenizer(folder: str | pathlib.Path) -> Tokenizer:
+    """Tokenizer of a diffusers `tokenizer/` folder, padded and truncated to model_max_length."""
+    folder = pathlib.Path(folder)
+    problem = tokenizer_files_problem(folder)
+    if problem:
+        raise FileNotFoundError(problem)
+    cfg = _special_tokens(folder)
+    pad = _token(cfg.get("pad_token"), "<|endoftext|>")
+    max_length = int(cfg.get("model_max_length", 77))
+    max_length = 77 if max_length > 10**6 else max_length  # "unset" is stored as a huge int
+    from_json = (folder / "tokenizer.json").is_file()
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json")) if from_json else _bpe(folder, cfg)
+    pad_id = tok.token_to_id(pad)
+    if pad_id is None:
+        raise ValueError(f"{folder}: the pad token {pad!r} is not in the tokenizer's vocab")
+    tok.enable_truncation(max_length)
+    tok.enable_padding(length=max_length, pad_id=pad_id, pad_token=pad)
+    return tok
+
+
+def _bpe(folder: pathlib.Path, cfg: dict) -> Tokenizer:
+    """transformers' CLIPTokenizer rebuilt from vocab.json + merges.txt (no padding yet)."""
     vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#")]
@@ -57,8 +92,6 @@ def load_clip_tokenizer(folder: str | pathlib.Path) -> Tokenizer:
     eos = _token(cfg.get("eos_token"), "<|endoftext|>")
     unk = _token(cfg.get("unk_token"), "<|endoftext|>")
     pad = _token(cfg.get("pad_token"), "<|endoftext|>")
-    max_length = int(cfg.get("model_max_length", 77))
-    max_length = 77 if max_length > 10**6 else max_length  # "unset" is stored as a huge int
     missing = [t for t in (bos, eos, unk, pad) if t not in vocab]
     if missing:
         raise ValueError(f"{folder / 'vocab.json'}: special tokens {missing} are not in the vocab")
@@ -90,8 +123,6 @@ def load_clip_tokenizer(folder: str | pathlib.Path) -> Tokenizer:
     tok.post_processor = processors.RobertaProcessing(
         (eos, vocab[eos]), (bos, vocab[bos]), trim_offsets=False, add_prefix_space=False
     )
-    tok.enable_truncation(max_length)
-    tok.enable_padding(length=max_length, pad_id=vocab[pad], pad_token=pad)
     return tok
 
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ltg_jax.models.defaults import UnsupportedModelError, fill_defaults
 from ltg_jax.models.layers import (
     Downsample2D,
     Dtype,
@@ -317,12 +318,14 @@ def unet_from_config(
     """
     check_remat(remat)
     fail = lambda msg: ValueError(f"{source}: {msg}")
-    cls_name = config.get("_class_name", "UNet2DConditionModel")
+    cfg = fill_defaults("unet", config)
+    cls_name = cfg.get("_class_name", "UNet2DConditionModel")
     if cls_name != "UNet2DConditionModel":
         raise fail(f"_class_name {cls_name!r} is not supported; use UNet2DConditionModel")
-    down = tuple(config.get("down_block_types", UNet2DConditionModel.down_block_types))
-    up = tuple(config.get("up_block_types", UNet2DConditionModel.up_block_types))
-    mid = config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+    if cfg["addition_embed_type"] == "text_time":
+        raise UnsupportedModelError("SDXL (addition_embed_type=text_time) is not supported yet")
+    down, up = tuple(cfg["down_block_types"]), tuple(cfg["up_block_types"])
+    mid = cfg["mid_block_type"]
     for kind, types, supported in (
         ("down_block_types", down, DOWN_BLOCK_TYPES),
         ("up_block_types", up, UP_BLOCK_TYPES),
@@ -332,33 +335,33 @@ def unet_from_config(
         if bad:
             raise fail(f"unsupported {kind} {bad}; supported: {list(supported)}")
     for key, default in _UNSUPPORTED_DEFAULTS.items():
-        if config.get(key, default) != default:
-            raise fail(f"{key}={config[key]!r} is not supported (only {default!r})")
-    channels = tuple(config.get("block_out_channels", UNet2DConditionModel.block_out_channels))
+        if cfg[key] != default:
+            raise fail(f"{key}={cfg[key]!r} is not supported (only {default!r})")
+    channels = tuple(cfg["block_out_channels"])
     n = len(channels)
     if not len(down) == len(up) == n:
         raise fail("down_block_types, up_block_types and block_out_channels differ in length")
     # diffusers: num_attention_heads defaults to attention_head_dim (a historical misnomer).
-    heads = config.get("num_attention_heads") or config.get("attention_head_dim", 8)
-    cross_dim = config.get("cross_attention_dim", 1280)
+    heads = cfg["num_attention_heads"] or cfg["attention_head_dim"]
+    cross_dim = cfg["cross_attention_dim"]
     if not isinstance(cross_dim, int):
         raise fail("a per-block cross_attention_dim list is not supported; use one int")
     return UNet2DConditionModel(
-        in_channels=config.get("in_channels", 4),
-        out_channels=config.get("out_channels", 4),
+        in_channels=cfg["in_channels"],
+        out_channels=cfg["out_channels"],
         down_block_types=down,
         up_block_types=up,
         block_out_channels=channels,
-        layers_per_block=as_tuple(config.get("layers_per_block", 2), n),
+        layers_per_block=as_tuple(cfg["layers_per_block"], n),
         num_heads=as_tuple(heads, n),
-        transformer_depth=as_tuple(config.get("transformer_layers_per_block", 1), n),
+        transformer_depth=as_tuple(cfg["transformer_layers_per_block"], n),
         cross_attention_dim=cross_dim,
-        use_linear_projection=bool(config.get("use_linear_projection", False)),
-        norm_num_groups=config.get("norm_num_groups", 32),
-        norm_eps=config.get("norm_eps", 1e-5),
-        flip_sin_to_cos=config.get("flip_sin_to_cos", True),
-        freq_shift=config.get("freq_shift", 0),
-        mid_block_scale_factor=config.get("mid_block_scale_factor", 1.0),
+        use_linear_projection=bool(cfg["use_linear_projection"]),
+        norm_num_groups=cfg["norm_num_groups"],
+        norm_eps=cfg["norm_eps"],
+        flip_sin_to_cos=cfg["flip_sin_to_cos"],
+        freq_shift=cfg["freq_shift"],
+        mid_block_scale_factor=cfg["mid_block_scale_factor"],
         dtype=dtype,
         remat=remat,
     )

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ltg_jax.models.defaults import fill_defaults
 from ltg_jax.models.layers import (
     Downsample2D,
     Dtype,
@@ -232,12 +233,12 @@ def vae_from_config(
     """Build the module from a diffusers AutoencoderKL config.json dict (errors name `source`)."""
     check_remat(remat)
     fail = lambda msg: ValueError(f"{source}: {msg}")
-    cls_name = config.get("_class_name", "AutoencoderKL")
+    cfg = fill_defaults("vae", config)
+    cls_name = cfg.get("_class_name", "AutoencoderKL")
     if cls_name != "AutoencoderKL":
         raise fail(f"_class_name {cls_name!r} is not supported; use AutoencoderKL")
-    channels = tuple(config.get("block_out_channels", (64,)))
-    down = tuple(config.get("down_block_types", ("DownEncoderBlock2D",)))
-    up = tuple(config.get("up_block_types", ("UpDecoderBlock2D",)))
+    channels = tuple(cfg["block_out_channels"])
+    down, up = tuple(cfg["down_block_types"]), tuple(cfg["up_block_types"])
     for kind, types, supported in (
         ("down_block_types", down, ENCODER_BLOCK_TYPES),
         ("up_block_types", up, DECODER_BLOCK_TYPES),
@@ -248,16 +249,16 @@ def vae_from_config(
     if not len(down) == len(up) == len(channels):
         raise fail("down_block_types, up_block_types and block_out_channels differ in length")
     for key, default in _UNSUPPORTED_DEFAULTS.items():
-        if config.get(key, default) != default:
-            raise fail(f"{key}={config[key]!r} is not supported (only {default!r})")
+        if cfg[key] != default:
+            raise fail(f"{key}={cfg[key]!r} is not supported (only {default!r})")
     return AutoencoderKL(
-        in_channels=config.get("in_channels", 3),
-        out_channels=config.get("out_channels", 3),
+        in_channels=cfg["in_channels"],
+        out_channels=cfg["out_channels"],
         block_out_channels=channels,
-        layers_per_block=config.get("layers_per_block", 1),
-        latent_channels=config.get("latent_channels", 4),
-        norm_num_groups=config.get("norm_num_groups", 32),
-        sample_size=config.get("sample_size", 32),
+        layers_per_block=cfg["layers_per_block"],
+        latent_channels=cfg["latent_channels"],
+        norm_num_groups=cfg["norm_num_groups"],
+        sample_size=cfg["sample_size"],
         dtype=dtype,
         remat=remat,
     )
