@@ -205,9 +205,8 @@ def load_setup(
 def setup_from_pipeline(setting: str, pipe: weights.Pipeline, folder: Path | None = None) -> Setup:
     """A loaded (or built) pipeline + the shipped predictor's entropy as the signal."""
     bundle = predictor.load_predictor_bundle(predictor.SHIPPED_PREDICTOR)
-    shape = tuple(bundle.metadata["input"]["shape"])
     base = diffusion.conditional_models(pipe)
-    models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, SIGNAL, shape))
+    models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, SIGNAL))
     params = diffusion.guided_params(diffusion.pipeline_params(pipe), bundle.params)
     return Setup(setting, folder, pipe, models_, params, bundle)
 

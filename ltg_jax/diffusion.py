@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltg_jax import models, predictor, sampling, signals, weights
+from ltg_jax import adapters, models, predictor, sampling, signals, weights
 from ltg_jax.models.defaults import fill_defaults
 
 PyTree = Any
@@ -200,19 +200,6 @@ def cond_labels(cond: Any) -> jax.Array:
 # ---------------------------------------------------------------- signals
 
 
-def to_predictor_input(images: jax.Array, shape: Sequence[int]) -> jax.Array:
-    """[B,H,W,C] in [-1,1] -> [B,*shape]: channel mean to grey, bilinear resize (differentiable)."""
-    h, w, c = (int(s) for s in shape)
-    if images.shape[-1] != c:
-        if c != 1:
-            raise ValueError(f"cannot map {images.shape[-1]}-channel images to {c} channels")
-        images = jnp.mean(images, axis=-1, keepdims=True)
-    if images.shape[1:3] != (h, w):
-        # antialias: downsampling 512 px to 32 px without it would alias away the content.
-        images = jax.image.resize(images, (images.shape[0], h, w, c), "linear", antialias=True)
-    return images
-
-
 def parse_signal(spec: str | Mapping[str, float]) -> dict[str, float]:
     """'entropy' | 'entropy:1,epistemic:0.5' | {'entropy': 1.0} -> {name: weight}."""
     if isinstance(spec, Mapping):
@@ -239,25 +226,35 @@ def parse_signal(spec: str | Mapping[str, float]) -> dict[str, float]:
 def predictor_signal(
     bundle: predictor.PredictorBundle,
     signal: str | Mapping[str, float],
-    input_shape: Sequence[int] | None = None,
+    adapter: adapters.InputAdapter | None = None,
 ) -> SignalFn:
     """signal_fn(params{'predictor','heads'}, images [B,H,W,C], cond) -> weighted signal [B].
 
-    `input_shape` (h, w, c) is what the predictor takes (default: the bundle's metadata, else
-    the images as they are); 'loss' scores against the conditioning class.
+    `adapter` maps decoded images to what the predictor takes (default: the bundle's own);
+    'loss' scores against the conditioning class.
     """
     weights_ = parse_signal(signal)
     if "epistemic" in weights_ and bundle.heads is None:
         raise ValueError("signal 'epistemic' needs a bundle with epistemic heads")
-    score = bundle.scorer().jitted
-    shape = input_shape or bundle.metadata.get("input", {}).get("shape")
+    score = adapted_scorer(bundle, adapter)
 
     def signal_fn(params, images, cond):
-        x = images if shape is None else to_predictor_input(images, shape)
         labels = cond_labels(cond) if "loss" in weights_ else None
-        return signals.weighted_signal(score(params, x, labels), weights_)
+        return signals.weighted_signal(score(params, images, labels), weights_)
 
     return signal_fn
+
+
+def adapted_scorer(
+    bundle: predictor.PredictorBundle, adapter: adapters.InputAdapter | None = None
+) -> Callable[..., dict[str, jax.Array]]:
+    """Jitted score(params, decoded images [B,H,W,C] in [-1,1], labels|None) -> {signal: [B]}.
+
+    Compiled once per shape: build it once and reuse it (a new closure would retrace).
+    """
+    adapter = bundle.input_adapter if adapter is None else adapter
+    score = bundle.scorer(channels=None).jitted
+    return jax.jit(lambda p, x, y=None: score(p, adapters.adapt(x, adapter), y))
 
 
 def with_signal(

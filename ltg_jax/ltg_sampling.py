@@ -33,7 +33,17 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from ltg_jax import diffusion, io, models, parallel, predictor, sampling, signals, weights
+from ltg_jax import (
+    adapters,
+    diffusion,
+    io,
+    models,
+    parallel,
+    predictor,
+    sampling,
+    signals,
+    weights,
+)
 from ltg_jax.data import synthetic
 
 CONFIG_FILE = "config.json"
@@ -96,16 +106,19 @@ def _json(path: Path) -> dict[str, Any]:
     return dict(io.read_json(path))
 
 
-def load_bundle(path: str | os.PathLike) -> predictor.PredictorBundle:
-    """The predictor bundle, with errors that name --config.predictor."""
+def load_bundle(spec: str | os.PathLike, field: str = "predictor") -> predictor.PredictorBundle:
+    """The predictor (msgpack bundle or `pkg.mod:factory`), with errors naming --config.<field>."""
     try:
-        return predictor.load_predictor_bundle(path)
+        return predictor.load_predictor(spec)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"--config.predictor: {e}") from e
-    except Exception as e:  # not a bundle: wrong format tag, truncated or foreign msgpack
+        raise FileNotFoundError(f"--config.{field}: {e}") from e
+    except predictor.BundleFormatError as e:
+        raise ValueError(f"--config.{field}: {e}") from e
+    except Exception as e:  # not a bundle: truncated or foreign msgpack, a failing factory
         raise ValueError(
-            f"--config.predictor: {path} is not a readable predictor bundle ({e}); point it at a "
-            "predictor_bundle.msgpack written by `python -m train.epistemic_head`"
+            f"--config.{field}: cannot load the predictor {spec} ({type(e).__name__}: {e}); "
+            "point it at a predictor_bundle.msgpack written by `python -m train.epistemic_head` "
+            "or at `package.module:factory`"
         ) from e
 
 
@@ -117,6 +130,7 @@ class Plan:
     class_names: tuple[str, ...]  # name of each planned class
     labels: tuple[str, ...]  # prompt (text models) or class name (class models)
     counts: tuple[int, ...]
+    predictor_ids: tuple[int, ...] = ()  # the predictor's id of each class (-1: not its class)
 
     @property
     def num_samples(self) -> int:
@@ -145,10 +159,8 @@ def make_plan(
     config: ml_collections.ConfigDict, info: FolderInfo, bundle: predictor.PredictorBundle
 ) -> Plan:
     """Classes, names, prompts and counts of a run; every mismatch is an error naming the fix."""
-    k_pred = int(bundle.predictor.num_classes)
-    names = _names(config.class_names) or tuple(
-        str(n) for n in bundle.metadata.get("classes", [f"class_{i}" for i in range(k_pred)])
-    )
+    k_pred = bundle.num_classes
+    names = _names(config.class_names) or bundle.class_names
     k = info.num_classes if info.kind == "class" else len(names)
     if info.kind == "class" and k != k_pred:
         raise ValueError(
@@ -175,6 +187,11 @@ def make_plan(
             f"one per class ({len(ids)}), with at least one sample in all"
         )
     class_names = tuple(names[i] for i in ids)
+    if info.kind == "class":
+        predictor_ids = ids
+    else:  # text: the predictor knows a class by its name, whatever order the run lists them
+        by_name = {n.lower(): i for i, n in enumerate(bundle.class_names)}
+        predictor_ids = tuple(by_name.get(n.lower(), -1) for n in class_names)
     if info.kind == "text":
         try:
             labels = tuple(str(config.prompt).format(**{"class": n}) for n in class_names)
@@ -184,7 +201,7 @@ def make_plan(
             ) from None
     else:
         labels = class_names
-    return Plan(ids, class_names, labels, counts)
+    return Plan(ids, class_names, labels, counts, predictor_ids)
 
 
 def check_run_settings(
@@ -301,7 +318,6 @@ class Setup:
     params: Any
     cond_table: Any  # per planned class: labels [P] or the text cond dict [P, ...]
     score: Any  # (predictor params, images, labels) -> {signal: [B]}
-    predictor_shape: tuple[int, int, int]
 
 
 def validate(config: ml_collections.ConfigDict):
@@ -310,40 +326,81 @@ def validate(config: ml_collections.ConfigDict):
     bundle = load_bundle(config.predictor)
     weights_ = check_run_settings(config, bundle)
     plan = make_plan(config, info, bundle)
-    k_pred = int(bundle.predictor.num_classes)
-    if "loss" in weights_ and max(plan.class_ids) >= k_pred:
+    unknown = [n for n, i in zip(plan.class_names, plan.predictor_ids, strict=True) if i < 0]
+    if "loss" in weights_ and unknown:
         raise ValueError(
-            f"signal 'loss' scores the conditioning class, but class {max(plan.class_ids)} is "
-            f"not one of the predictor's {k_pred} classes; match --config.class_names to them"
+            f"signal 'loss' scores the conditioning class, but the predictor has no class "
+            f"{unknown} (its classes: {list(bundle.class_names)}); use its class names in "
+            "--config.class_names or drop 'loss' from --config.signal"
         )
     sampler_config(config, info)  # rejects bad solver/steps/guidance keys now
-    check_bundle_runs(bundle, config.predictor)
+    adapter = predictor_adapter(config, bundle)
+    check_bundle_runs(bundle, adapter, decoded_shape(config, info), config.predictor)
     return info, bundle, plan, weights_
 
 
-def check_bundle_runs(bundle: predictor.PredictorBundle, path: str) -> None:
-    """Traces the scorer on one dummy image (shapes only): stale bundles fail here, not mid-run."""
-    shape = tuple(bundle.metadata.get("input", {}).get("shape", (32, 32, 1)))
-    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+def predictor_adapter(
+    config: ml_collections.ConfigDict, bundle: predictor.PredictorBundle
+) -> adapters.InputAdapter:
+    """The bundle's input adapter, with the fields set in config.predictor_input on top."""
+    overrides = {k: v for k, v in config.get("predictor_input", {}).items() if v not in ((), "")}
+    base = dataclasses.asdict(bundle.input_adapter)
+    try:
+        return adapters.InputAdapter.from_config({**base, **overrides})
+    except ValueError as e:
+        raise ValueError(f"--config.predictor_input: {e}") from None
+
+
+def decoded_shape(config: ml_collections.ConfigDict, info: FolderInfo) -> tuple[int, int, int]:
+    """(H, W, C) of the decoded images of a run, from the folder's JSON files."""
+    unet, vae = (io.read_json(info.path / p / "config.json") for p in ("unet", "vae"))
+    try:
+        height, width = diffusion.image_size(unet, vae, _tuple(config.resolution) or None)
+    except ValueError as e:
+        raise ValueError(f"--config.resolution: {e}") from None
+    return (height, width, int(models.fill_defaults("vae", vae)["out_channels"]))
+
+
+def check_bundle_runs(
+    bundle: predictor.PredictorBundle,
+    adapter: adapters.InputAdapter,
+    image_shape: tuple[int, int, int],
+    spec: str,
+) -> None:
+    """Traces adapter + scorer on one decoded-size image (shapes only): fails here, not mid-run."""
+    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     y = jax.ShapeDtypeStruct((1,), jnp.int32)
     try:
-        jax.eval_shape(bundle.scorer().jitted, bundle.params, x, y)
+        jax.eval_shape(diffusion.adapted_scorer(bundle, adapter), bundle.params, x, y)
     except Exception as e:
         raise ValueError(
-            f"--config.predictor: the bundle {path} does not run with this version's predictor "
-            f"({type(e).__name__}: {str(e).splitlines()[0]}); retrain or re-export it"
+            f"--config.predictor: {spec} does not run on the decoded {image_shape} images "
+            f"through its input adapter ({type(e).__name__}: {str(e).splitlines()[0]}); set "
+            "--config.predictor_input (size, channels, range, normalise) or retrain/re-export it"
         ) from e
+
+
+def predictor_hash(spec: str | os.PathLike, bundle: predictor.PredictorBundle) -> str:
+    """sha256 of a bundle file's bytes, or of an imported predictor's params and metadata."""
+    if Path(str(spec)).is_file():
+        return file_hash(spec)
+    digest = hashlib.sha256(json.dumps(bundle.metadata, sort_keys=True, default=str).encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(bundle.params)[0]:
+        arr = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
 def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     """Validates, then loads the models and builds the jitted sampler (not yet compiled)."""
     info, bundle, plan, weights_ = validate(config)
     pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
-    shape = tuple(bundle.metadata.get("input", {}).get("shape", (32, 32, 1)))
+    adapter = predictor_adapter(config, bundle)
     base = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
-    models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, weights_, shape))
+    models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, weights_, adapter))
     mesh = parallel.data_mesh() if mesh is None else mesh
-    ids = np.asarray(plan.class_ids, np.int32)
+    ids = np.asarray(plan.predictor_ids, np.int32)
     if info.kind == "class":
         cond_table = ids
     else:
@@ -353,10 +410,9 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     )
     hashes = {
         "model_hash": weights.model_hash(info.path),
-        "predictor_hash": file_hash(config.predictor),
+        "predictor_hash": predictor_hash(config.predictor, bundle),
     }
-    score_fn = bundle.scorer().jitted
-    score = jax.jit(lambda p, x, y: score_fn(p, diffusion.to_predictor_input(x, shape), y))
+    score = diffusion.adapted_scorer(bundle, adapter)
     return Setup(
         plan=plan,
         info=info,
@@ -367,7 +423,6 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
         params=params,
         cond_table=cond_table,
         score=score,
-        predictor_shape=shape,
     )
 
 
@@ -399,9 +454,9 @@ def sample_batch(
     out = _run_sampler(setup.sampler, setup.params, idx, cond, config.seed)
     images = io.to_uint8(parallel.global_to_host_local(out.images)).astype(np.float32)
     images = images / 127.5 - 1.0
-    labels = np.asarray(setup.plan.class_ids, np.int32)[positions[indices[local]]]
-    # 'loss' only where the class ids are the predictor's (a text run may name other classes).
-    known = max(setup.plan.class_ids) < setup.bundle.predictor.num_classes
+    labels = np.asarray(setup.plan.predictor_ids, np.int32)[positions[indices[local]]]
+    # 'loss' only where every class is the predictor's (a text run may name other classes).
+    known = min(setup.plan.predictor_ids) >= 0
     scores = setup.score(setup.bundle.params, images, labels if known else None)
     scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
     return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}

@@ -8,6 +8,7 @@ apply is a pure function of its params (no mutable collections to thread through
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from ltg_jax import assets, io, signals
+from ltg_jax import adapters, assets, io, signals
 from ltg_jax.models.conv import conv_general_dilated
 
 Array = jax.Array
@@ -29,6 +30,10 @@ BUNDLE_FORMAT = "ltg-predictor-bundle/1"
 SHIPPED_PREDICTOR = assets.PREDICTOR_BUNDLE  # Fashion-MNIST-LT predictor + 8 epistemic heads
 SHIPPED_ORACLE = assets.ORACLE_BUNDLE  # same architecture on the balanced Fashion-MNIST
 RANGE_TOLERANCE = 1e-3  # float rounding at the ends of [-1, 1]
+
+
+class BundleFormatError(ValueError):
+    """A file that is not one of our msgpack predictor bundles (says what to use instead)."""
 
 
 class Predictor(Protocol):
@@ -199,24 +204,112 @@ def module_apply(module: nn.Module) -> Callable[[Params, Array], Any]:
 
 @dataclasses.dataclass(frozen=True)
 class PredictorBundle:
-    """A trained predictor (+ optional epistemic heads), ready to score images."""
+    """A trained predictor (+ optional epistemic heads), ready to score images.
 
-    predictor: ConvClassifier
+    `predictor` is our ConvClassifier (msgpack bundles) or None for a user's predictor, whose
+    pure `apply_fn(params, images) -> (features, logits)` is given instead. metadata holds
+    'classes' (names, in class-id order) and 'input' (the adapter fields, e.g. 'shape').
+    """
+
+    predictor: ConvClassifier | None
     heads: EpistemicHeads | None
     params: dict[str, Params]
     metadata: dict[str, Any]
+    apply_fn: Predictor | None = None
 
     @property
     def predictor_apply(self) -> Predictor:
-        return module_apply(self.predictor)
+        return self.apply_fn if self.apply_fn is not None else module_apply(self.predictor)
 
     @property
     def heads_apply(self) -> Callable[[Params, Array], Array] | None:
         return None if self.heads is None else module_apply(self.heads)
 
+    @property
+    def num_classes(self) -> int:
+        """K: the predictor's module, else the number of class names."""
+        if self.predictor is not None:
+            return int(self.predictor.num_classes)
+        return len(self.metadata["classes"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(str(n) for n in self.metadata.get("classes", ())) or tuple(
+            f"class_{i}" for i in range(self.num_classes)
+        )
+
+    @property
+    def input_adapter(self) -> adapters.InputAdapter:
+        """What the predictor takes: metadata['input'] ('shape' (h, w, c) or adapter fields)."""
+        spec = dict(self.metadata.get("input") or {})
+        shape = spec.pop("shape", None)
+        spec = {k: v for k, v in spec.items() if k not in ("layout",)}
+        if isinstance(spec.get("range"), list | tuple):  # [-1.0, 1.0] in older bundles
+            spec["range"] = "[0,1]" if list(spec["range"]) == [0.0, 1.0] else "[-1,1]"
+        if shape is not None:
+            spec.setdefault("size", tuple(shape[:2]))
+            spec.setdefault("channels", int(shape[2]))
+        return adapters.InputAdapter.from_config(spec)
+
     def scorer(self, **kwargs) -> Scorer:
         """`make_scorer` for this bundle; call as score(bundle.params, images)."""
+        kwargs.setdefault("channels", self.input_adapter.channels or None)
         return make_scorer(self.predictor_apply, self.heads_apply, **kwargs)
+
+
+def bundle_from_apply(
+    apply_fn: Predictor,
+    params: Params,
+    class_names: Sequence[str],
+    *,
+    input: Mapping[str, Any] | None = None,  # noqa: A002 - the metadata key it fills
+    heads: EpistemicHeads | None = None,
+    heads_params: Params | None = None,
+) -> PredictorBundle:
+    """A user's predictor as a bundle: `apply_fn(params, images [B,H,W,C]) -> (features, logits)`.
+
+    `input` holds the adapter fields (ltg_jax.adapters.InputAdapter: size, crop, channels,
+    range, normalise, mean, std) that map decoded images to what `apply_fn` takes.
+    """
+    adapters.InputAdapter.from_config(input)  # reject bad fields now
+    tree = {"predictor": params} | ({"heads": heads_params} if heads is not None else {})
+    metadata = {"classes": [str(n) for n in class_names], "input": dict(input or {})}
+    return PredictorBundle(None, heads, tree, metadata, apply_fn=apply_fn)
+
+
+def load_predictor(spec: str | os.PathLike | PredictorBundle) -> PredictorBundle:
+    """A bundle from a msgpack file, or from `package.module:factory` (an import path).
+
+    The factory takes no arguments and returns a PredictorBundle (see `bundle_from_apply`)
+    or a tuple (apply_fn, params, class_names[, input adapter fields]).
+    """
+    if isinstance(spec, PredictorBundle):
+        return spec
+    text = str(spec)
+    if ":" in text and not Path(text).exists() and not text.endswith(".msgpack"):
+        return _from_factory(text)
+    return load_predictor_bundle(spec)
+
+
+def _from_factory(spec: str) -> PredictorBundle:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(
+            f"predictor {spec!r}: cannot import {attr!r} from {module_name!r} ({e}); give "
+            "`package.module:factory` with the package importable (installed or on PYTHONPATH)"
+        ) from e
+    made = factory()
+    if isinstance(made, PredictorBundle):
+        return made
+    if isinstance(made, tuple) and len(made) in (3, 4):
+        return bundle_from_apply(*made[:3], input=made[3] if len(made) == 4 else None)
+    raise ValueError(
+        f"predictor {spec!r}: the factory returned {type(made).__name__}; return a "
+        "PredictorBundle (ltg_jax.predictor.bundle_from_apply) or (apply_fn, params, "
+        "class_names[, input])"
+    )
 
 
 def _module_config(module: nn.Module) -> dict[str, Any]:
@@ -259,7 +352,17 @@ def load_predictor_bundle(path: str | os.PathLike) -> PredictorBundle:
         )
     tree = serialization.msgpack_restore(path.read_bytes())
     if tree.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{path} is not a {BUNDLE_FORMAT} file (format {tree.get('format')!r}).")
+        raise BundleFormatError(
+            f"{path} is not a {BUNDLE_FORMAT} file (format {tree.get('format')!r}); a msgpack "
+            "bundle holds our ConvClassifier: give any other predictor as `package.module:factory`"
+        )
+    if set(tree.get("predictor_config") or {}) - {
+        f.name for f in dataclasses.fields(ConvClassifier)
+    }:
+        raise BundleFormatError(
+            f"{path}: predictor_config {sorted(tree['predictor_config'])} is not a "
+            "ConvClassifier's; give this predictor as `package.module:factory` instead"
+        )
     predictor = ConvClassifier(**_as_module_kwargs(tree["predictor_config"]))
     heads_config = tree.get("heads_config")
     heads = None if heads_config is None else EpistemicHeads(**_as_module_kwargs(heads_config))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_ltg_sampling import load_config, tiny_bundle
 
-from ltg_jax import diffusion, io, ltg_sampling, predictor, weights
+from ltg_jax import adapters, diffusion, io, ltg_sampling, predictor, weights
 from ltg_jax.data import synthetic
 
 TINY_SD = Path(__file__).parent / "fixtures" / "tiny_sd"
@@ -76,7 +76,8 @@ def test_predictor_signal_on_sd_images(tmp_path, cond):
         return jnp.sum(signal_fn(bundle.params, x, {"label": labels}))
 
     value, grad = jax.jit(jax.value_and_grad(total))(images)
-    x = diffusion.to_predictor_input(images, (32, 32, 1))
+    x = adapters.adapt(images, adapters.InputAdapter(size=(32, 32), channels=1))
+    assert x.shape == (3, 32, 32, 1)
     scores = bundle.scorer()(bundle.params, x, labels)
     np.testing.assert_allclose(value, jnp.sum(scores["loss"] + 2 * scores["epistemic"]), rtol=1e-5)
     assert grad.shape == images.shape and bool(jnp.all(jnp.isfinite(grad)))
@@ -109,13 +110,17 @@ def test_text_prompt_grid(tmp_path):
 
 
 def test_ltg_run_on_a_text_folder(tmp_path):
-    """Prompts per class, guided by a 32x32 grey predictor on the (resized) 16 px RGB images."""
+    """Prompts per class, guided by a 32x32 grey predictor on the (resized) 16 px RGB images.
+
+    Class names map to the predictor's classes by name ('Item 7' is its class 7), so 'loss'
+    scores each sample against its own class; names it does not have are refused for 'loss'.
+    """
     config = load_config("ltg", "text")
     config.update_from_flattened_dict(
         {
             "pipeline": str(TINY_SD),
             "predictor": str(tiny_bundle(tmp_path / "b.msgpack")),
-            "class_names": ("cat", "dog"),
+            "class_names": ("Item 7", "item 2"),
             "samples_per_class": (1,),
             "batch_size": 2,
             "dtype": "float32",
@@ -126,8 +131,16 @@ def test_ltg_run_on_a_text_folder(tmp_path):
     ltg_sampling.run_ltg(config, tmp_path / "run")
     rows = synthetic.read_rows(tmp_path / "run" / ltg_sampling.DATA_DIR)
     assert [(r["file_name"], r["label"]) for r in rows] == [
-        ("000_cat/0000000.png", "a photo of a cat"),
-        ("001_dog/0000001.png", "a photo of a dog"),
+        ("000_item_7/0000000.png", "a photo of a Item 7"),
+        ("001_item_2/0000001.png", "a photo of a item 2"),
     ]
+    bundle = predictor.load_predictor_bundle(tmp_path / "b.msgpack")
+    png = io.load_png(tmp_path / "run" / ltg_sampling.DATA_DIR / rows[0]["file_name"])
+    image = png.astype(np.float32) / 127.5 - 1.0
+    expected = diffusion.adapted_scorer(bundle)(bundle.params, image[None], np.asarray([7]))
+    assert rows[0]["signals"]["loss"] == pytest.approx(float(expected["loss"][0]), rel=1e-4)
+    config.class_names = ("cat", "dog")
+    with pytest.raises(ValueError, match=r"predictor has no class \['cat', 'dog'\]"):
+        ltg_sampling.run_ltg(config, tmp_path / "other")
     s = rows[1]["signals"]
     assert s["guidance"] == pytest.approx(s["entropy"] + 0.5 * s["loss"], rel=1e-5)
