@@ -20,7 +20,7 @@ weight w is untuned (the mining-loop issue sweeps it on the validation split).
 
 import ml_collections
 
-from ltg_jax import assets
+from ltg_jax import assets, sampling
 
 SIGNALS = {
     "epistemic": "epistemic",
@@ -40,7 +40,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.variant = variant  # recorded per sample as the guidance variant
     config.pipeline = str(assets.EMBEDDED_LDM)  # diffusers folder (class- or text-conditional)
-    config.predictor = str(assets.PREDICTOR_BUNDLE)  # predictor(+heads) bundle
+    config.predictor = str(assets.PREDICTOR_BUNDLE)  # msgpack bundle or package.module:factory
+    # How decoded images become predictor inputs (ltg_jax.adapters); unset = the predictor's own.
+    config.predictor_input = ml_collections.ConfigDict(
+        {
+            "size": (),  # (height, width)
+            "crop": ml_collections.config_dict.placeholder(bool),  # resize short side + crop
+            "channels": ml_collections.config_dict.placeholder(int),  # 1 | 3
+            "range": ml_collections.config_dict.placeholder(str),  # [-1,1] | [0,1]
+            "normalise": ml_collections.config_dict.placeholder(str),  # none | imagenet
+            "mean": (),
+            "std": (),
+        }
+    )
     config.classes = ()  # class ids to sample; empty = all classes
     config.class_names = ()  # empty = the predictor bundle's names
     config.prompt = "a photo of a {class}"  # text models only
@@ -54,25 +66,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.resolution = ()  # pixels: () = the UNet's sample_size; 512 or 512,768 (h,w)
     config.sheet_columns = 8
 
-    config.sampler = ml_collections.ConfigDict()
-    config.sampler.num_steps = assets.DEFAULT_NUM_STEPS
-    config.sampler.solver = "ddim"  # ddim | dpmsolver++
-    config.sampler.eta = 0.0
-    config.sampler.cfg_scale = assets.DEFAULT_CFG_SCALE
-    g = config.sampler.guidance = ml_collections.ConfigDict()
-    g.w = 2.0  # untuned; 0 = unguided
-    g.w_schedule = "constant"  # constant | linear | cosine
-    g.w_end = ml_collections.config_dict.placeholder(float)
-    g.grad_through = "z0"  # z0 (cheap) | unet
-    g.normalise = "unit"  # none | latent_norm | unit
-    g.start = 0.0  # guide steps in [start, end) of the trajectory (0 = noisiest)
-    g.end = 1.0
-    g.stride = 1
-    g.recurrence = 1
+    # ltg_jax.sampling's defaults, shared with LTGPipeline: 25 DDIM steps, w = 2, unit norm.
+    config.sampler = sampling.default_config("text" if variant == "text" else "class")
+    # sampler.guidance: w, w_schedule, w_end, grad_through, normalise, start/end (the window,
+    # 0 = noisiest), stride, recurrence (ltg_jax.guidance.GuidanceConfig).
 
     if variant == "unguided":
         config.signal = "entropy"  # still scored and sorted by, never followed
-        g.w = 0.0
+        config.sampler.guidance.w = 0.0
     elif variant == "text":
         config.pipeline = ""  # required: --config.pipeline=/path/to/sd-folder
         config.class_names = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal",
@@ -83,8 +84,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.batch_size = 4
         config.dtype = "bfloat16"
         config.remat = "decoder"  # backprop through the 512 px decoder needs it
-        config.sampler.num_steps = 50
-        config.sampler.cfg_scale = 7.5
     elif variant == "test":
         config.samples_per_class = (2,)
         config.batch_size = 2

@@ -343,7 +343,8 @@ def predictor_adapter(
     config: ml_collections.ConfigDict, bundle: predictor.PredictorBundle
 ) -> adapters.InputAdapter:
     """The bundle's input adapter, with the fields set in config.predictor_input on top."""
-    overrides = {k: v for k, v in config.get("predictor_input", {}).items() if v not in ((), "")}
+    given = config.get("predictor_input", {}).items()
+    overrides = {k: v for k, v in given if v is not None and v != ()}
     base = dataclasses.asdict(bundle.input_adapter)
     try:
         return adapters.InputAdapter.from_config({**base, **overrides})
@@ -426,7 +427,8 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     )
 
 
-def _take(tree: Any, rows: np.ndarray) -> Any:
+def take_rows(tree: Any, rows: np.ndarray) -> Any:
+    """Rows of every leaf of a pytree of batched arrays (as numpy)."""
     return jax.tree.map(lambda x: np.asarray(x)[rows], tree)
 
 
@@ -449,7 +451,7 @@ def sample_batch(
     from the PNG files; 'guidance' is the weighted signal the run followed.
     """
     local = parallel.process_batch_slice(indices.size)
-    cond = _take(setup.cond_table, positions[indices[local]])
+    cond = take_rows(setup.cond_table, positions[indices[local]])
     idx, cond = parallel.host_local_to_global((indices[local], cond), setup.sampler.mesh)
     out = _run_sampler(setup.sampler, setup.params, idx, cond, config.seed)
     images = io.to_uint8(parallel.global_to_host_local(out.images)).astype(np.float32)
@@ -624,7 +626,9 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
     images = []
     for indices, write in pending_batches(n, set(), batch):
         local = parallel.process_batch_slice(batch)
-        idx, c = parallel.host_local_to_global((indices[local], _take(cond, indices[local])), mesh)
+        idx, c = parallel.host_local_to_global(
+            (indices[local], take_rows(cond, indices[local])), mesh
+        )
         out = _run_sampler(sampler, params, idx, c, config.seed)
         # Process 0 needs every row for the grid: gather the (small) images.
         full = np.asarray(multihost_utils.process_allgather(out.images, tiled=True))

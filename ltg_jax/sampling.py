@@ -86,15 +86,31 @@ class SamplerConfig:
         return cls(scheduler=tuple(sorted(sched.items())), guidance=g, **cfg)
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """Sampler defaults; `scheduler` must be filled with a diffusers scheduler config dict."""
+# The one set of defaults shared by LTGPipeline and the command line (configs/ltg.py).
+DEFAULT_NUM_STEPS = 25
+DEFAULT_SOLVER = "ddim"
+DEFAULT_ETA = 0.0
+DEFAULT_CFG_SCALE = {"class": 3.0, "text": 7.5}  # our class models; Stable Diffusion (diffusers)
+DEFAULT_LTG_SCALE = 2.0  # w; 0 = unguided
+DEFAULT_SIGNAL = "epistemic"
+DEFAULT_GRAD_THROUGH = "z0"
+DEFAULT_NORMALISE = "unit"
+
+
+def default_config(kind: str = "class") -> ml_collections.ConfigDict:
+    """The shared defaults as a ConfigDict (SamplerConfig fields less the folder's `scheduler`).
+
+    `kind` ('class' | 'text') picks the classifier-free guidance scale.
+    """
     cfg = ml_collections.ConfigDict()
-    cfg.scheduler = ml_collections.ConfigDict()
-    cfg.num_steps = 50
-    cfg.solver = "ddim"
-    cfg.eta = 0.0
-    cfg.cfg_scale = 1.0
+    cfg.num_steps = DEFAULT_NUM_STEPS
+    cfg.solver = DEFAULT_SOLVER
+    cfg.eta = DEFAULT_ETA
+    cfg.cfg_scale = DEFAULT_CFG_SCALE[kind]
     cfg.guidance = guidance.default_config()
+    cfg.guidance.w = DEFAULT_LTG_SCALE
+    cfg.guidance.grad_through = DEFAULT_GRAD_THROUGH
+    cfg.guidance.normalise = DEFAULT_NORMALISE
     return cfg
 
 

@@ -103,9 +103,10 @@ def test_bad_indices_are_rejected(setup):
 def test_config_from_configdict():
     cfg = sampling.default_config()
     cfg.scheduler = toy.SCHEDULER
-    cfg.guidance.w = 2.0
+    cfg.guidance.w = 3.0
     sc = sampling.SamplerConfig.from_config(cfg)
-    assert sc.num_steps == 50 and sc.guidance.w == 2.0 and dict(sc.scheduler) == toy.SCHEDULER
+    assert sc.num_steps == sampling.DEFAULT_NUM_STEPS and sc.guidance.w == 3.0
+    assert dict(sc.scheduler) == toy.SCHEDULER and sc.guidance.normalise == "unit"
     with pytest.raises(ValueError, match="unknown sampler config keys"):
         sampling.SamplerConfig.from_config({**toy.config(), "steps": 3})
 
