@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ml_collections
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 
@@ -32,6 +35,25 @@ def define_distributed_flag() -> flags.FlagHolder:
     return flags.DEFINE_bool(
         "distributed", None, "Call jax.distributed.initialize() (default: env LTG_DISTRIBUTED=1)."
     )
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+    """`absl.app.run(main)`, with bad input reported in one line instead of a traceback.
+
+    Our errors (ValueError, FileNotFoundError, e.g. an unsupported model folder) name the
+    problem and the fix; LTG_TRACEBACK=1 shows the full traceback as well.
+    """
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (ValueError, FileNotFoundError) as e:
+            if os.environ.get("LTG_TRACEBACK") == "1":
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(guarded)
 
 
 def quiet_logging() -> None:

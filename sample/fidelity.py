@@ -3,8 +3,6 @@
 python -m sample.fidelity --config configs/fidelity.py --workdir runs/fidelity
 """
 
-from absl import app
-
 from ltg_jax import cli, fidelity
 
 _CONFIG, _WORKDIR = cli.define_flags("configs/fidelity.py:VARIANT", "Folder of the results.")
@@ -17,4 +15,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

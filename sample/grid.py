@@ -3,8 +3,6 @@
 python -m sample.grid --config configs/grid.py --workdir runs/grid
 """
 
-from absl import app
-
 from ltg_jax import cli, ltg_sampling, parallel
 
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -23,4 +21,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -3,8 +3,6 @@
 python -m sample.guidance_study --config configs/guidance_study.py --workdir runs/guidance_study
 """
 
-from absl import app
-
 from ltg_jax import cli, guidance_study
 
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -19,4 +17,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

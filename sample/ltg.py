@@ -5,8 +5,6 @@ Multi-host (TPU pod / several GPU hosts): the same command on every process with
 LTG_DISTRIBUTED=1 (or --distributed).
 """
 
-from absl import app
-
 from ltg_jax import cli, ltg_sampling, parallel
 
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -26,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

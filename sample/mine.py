@@ -6,8 +6,6 @@ python -m sample.mine --config configs/mine.py:select --workdir=runs/mine_select
 
 from pathlib import Path
 
-from absl import app
-
 from ltg_jax import cli, mining
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "mine.py")
@@ -32,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

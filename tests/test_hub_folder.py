@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -104,3 +106,20 @@ def test_sdxl_folder_is_refused_in_one_line(tmp_path):
         W.load_pipeline(folder)
     assert "SDXL (addition_embed_type=text_time) is not supported yet" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_cli_refuses_sdxl_in_one_line(tmp_path):
+    folder = tmp_path / "sdxl"
+    shutil.copytree(HUB, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "sample.ltg", "--config", str(root / "configs/ltg.py:text"),
+           "--workdir", str(tmp_path / "run"), f"--config.pipeline={folder}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "SDXL (addition_embed_type=text_time)" in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -4,8 +4,6 @@ python -m train.epistemic_head --config configs/epistemic_head.py \
     --config.predictor_workdir runs/predictor --workdir runs/epistemic_head
 """
 
-from absl import app
-
 from ltg_jax import cli, predictor_training
 
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -20,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,8 +4,6 @@ python -m train.eval_signals --config configs/eval_signals.py \
     --config.bundle runs/epistemic_head/predictor_bundle.msgpack --workdir runs/eval_signals
 """
 
-from absl import app
-
 from ltg_jax import cli, evaluation
 
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -20,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

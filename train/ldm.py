@@ -3,8 +3,6 @@
 python -m train.ldm --config configs/ldm.py --workdir runs/ldm
 """
 
-from absl import app
-
 from ltg_jax import cli, ldm_training
 
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -19,4 +17,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
