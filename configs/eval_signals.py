@@ -13,6 +13,8 @@ r"""How well each longtail signal finds the tail: AUROC few- vs many-class, wron
 
 import ml_collections
 
+from ltg_jax.data import datasets
+
 VARIANTS = ("default", "test", "runlocal")
 
 
@@ -27,10 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 500
     config.max_examples = 0  # 0 = the whole split
     config.temperature = 1.0  # energy temperature
-    config.data = ml_collections.ConfigDict()
-    config.data.config = "lt"
-    config.data.data_dir = ""
-    config.data.source_dir = ""
+    config.data = datasets.default_config()
     if variant in ("test", "runlocal"):
         config.max_examples = 256
         config.batch_size = 64

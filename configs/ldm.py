@@ -19,6 +19,8 @@ docs/embedded_ldm_samples.png; class fidelity: configs/fidelity.py.
 
 import ml_collections
 
+from ltg_jax.data import datasets
+
 VARIANTS = ("default", "test")
 
 
@@ -30,10 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.vae_workdir = "runs/vae"
-    config.data = ml_collections.ConfigDict()
+    config.data = datasets.default_config()
     config.data.config = "full"
-    config.data.data_dir = ""
-    config.data.source_dir = ""
 
     config.model = ml_collections.ConfigDict()  # model-shaping keys
     config.model.num_classes = 10

@@ -41,6 +41,7 @@ from pathlib import Path
 import ml_collections
 
 from ltg_jax import assets, cli
+from ltg_jax.data import datasets
 
 VARIANTS = ("default", "select", "test")
 
@@ -62,10 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seeds = (0, 1, 2)  # fine-tuning seeds per arm
     config.arms = ("real", "unguided", "ltg")
 
-    config.data = ml_collections.ConfigDict()  # the real long-tailed data
-    config.data.config = "lt"
-    config.data.data_dir = ""
-    config.data.source_dir = ""
+    config.data = datasets.default_config()  # the real long-tailed data
     config.max_train_examples = 0  # 0 = all 12,406 real training images
 
     # Synthetic samples per class by frequency group (the tail is topped up most), unless

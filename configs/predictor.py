@@ -24,6 +24,8 @@ a key that does not exist is rejected by the flag parser.
 
 import ml_collections
 
+from ltg_jax.data import datasets
+
 VARIANTS = ("default", "oracle", "test", "runlocal")
 
 
@@ -35,10 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    config.data = ml_collections.ConfigDict()
-    config.data.config = "lt"  # fashion_mnist_lt builder config: 'lt' or 'full'
-    config.data.data_dir = ""  # "" = $LTG_DATA_DIR or ~/.cache/ltg_jax/tensorflow_datasets
-    config.data.source_dir = ""  # original idx files for 'full'; "" = Debian's folder
+    config.data = datasets.default_config()
 
     # Model-shaping keys: a workdir refuses to resume with other values.
     config.model = ml_collections.ConfigDict()

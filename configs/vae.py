@@ -17,6 +17,8 @@ bottom rows reconstructed).
 
 import ml_collections
 
+from ltg_jax.data import datasets
+
 VARIANTS = ("default", "test")
 
 
@@ -27,10 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown vae variant {variant!r}; choose from {VARIANTS}.")
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.data = ml_collections.ConfigDict()
+    config.data = datasets.default_config()
     config.data.config = "full"
-    config.data.data_dir = ""
-    config.data.source_dir = ""
 
     config.model = ml_collections.ConfigDict()  # model-shaping keys
     config.model.image_channels = 1

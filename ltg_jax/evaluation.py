@@ -7,14 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ltg_jax import io, metrics, predictor
-from ltg_jax.data import fashion_mnist, fashion_mnist_lt, pipeline
+from ltg_jax.data import datasets
 
 SIGNAL_ORDER = ("entropy", "energy", "max_softmax", "epistemic", "loss")
 
@@ -38,10 +37,14 @@ def batched_apply(
 def accuracy_report(
     labels: np.ndarray,
     predictions: np.ndarray,
-    groups: Mapping[str, Sequence[int]] = fashion_mnist.GROUPS,
-    class_names: Sequence[str] = fashion_mnist.CLASS_NAMES,
+    class_names: Sequence[str],
+    groups: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """Overall, per-group (many/medium/few: mean of class accuracies) and per-class accuracy."""
+    """Overall, per-group (many/medium/few: mean of class accuracies) and per-class accuracy.
+
+    `groups` (a dataset descriptor's `groups()`) maps group name -> class ids; the report
+    keeps the class order and each class's group, so `per_class_rows` needs nothing else.
+    """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     correct = labels == predictions
     per_class = {
@@ -50,10 +53,12 @@ def accuracy_report(
     }
     by_index = list(per_class.values())
     report: dict[str, Any] = {"overall": float(correct.mean()), "count": int(labels.size)}
-    for group, classes in groups.items():
+    for group, classes in (groups or {}).items():
         # Mean of per-class accuracies: the test set is balanced, so this equals the pooled one.
         report[group] = float(np.nanmean([by_index[k] for k in classes]))
     report["per_class"] = per_class
+    report["class_names"] = list(class_names)
+    report["class_groups"] = {class_names[k]: g for g, ks in (groups or {}).items() for k in ks}
     return report
 
 
@@ -67,18 +72,14 @@ def accuracy_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
 
 def per_class_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Table rows (one per class) of a report's per-class accuracy and frequency group."""
-    group_of = {k: g for g, ks in fashion_mnist.GROUPS.items() for k in ks}
     # By class index, not dict order: JSON files store the names sorted.
+    group_of = report.get("class_groups", {})
     return [
-        {
-            "class": k,
-            "name": name,
-            "group": group_of.get(k, ""),
-            "accuracy": report["per_class"][name],
-        }
-        for k, name in enumerate(fashion_mnist.CLASS_NAMES)
+        {"class": k, "name": name, "group": group_of.get(name, ""),
+         "accuracy": report["per_class"][name]}
+        for k, name in enumerate(report["class_names"])
         if name in report["per_class"]
-    ]
+    ]  # fmt: skip
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -93,7 +94,7 @@ def signal_aurocs(
     signals: Mapping[str, np.ndarray],
     labels: np.ndarray,
     predictions: np.ndarray,
-    groups: Mapping[str, Sequence[int]] = fashion_mnist.GROUPS,
+    groups: Mapping[str, Sequence[int]],
 ) -> dict[str, dict[str, float]]:
     """Per signal: AUROC few-class vs many-class images, and misclassified vs correct images."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
@@ -119,7 +120,7 @@ def plot_signal_histograms(
     signals: Mapping[str, np.ndarray],
     labels: np.ndarray,
     predictions: np.ndarray,
-    groups: Mapping[str, Sequence[int]] = fashion_mnist.GROUPS,
+    groups: Mapping[str, Sequence[int]],
     bins: int = 50,
 ) -> Path:
     """PNG: per signal, histograms of many/medium/few-class and misclassified images."""
@@ -180,15 +181,8 @@ def run_signal_evaluation(
     """Scores a split with a predictor bundle; writes the AUROC JSON, table and histograms."""
     workdir = Path(workdir)
     bundle = predictor.load_predictor_bundle(config.bundle)
-    source = fashion_mnist_lt.data_source(
-        config.split,
-        config=config.data.config,
-        data_dir=config.data.data_dir or None,
-        source_dir=config.data.source_dir or None,
-    )
-    if config.max_examples:  # read only the head of the split
-        source = grain.MapDataset.source(source)[: config.max_examples]
-    arrays = pipeline.load_arrays(source)
+    info = datasets.describe(config.data)
+    arrays = datasets.load_split(config.data, config.split, int(config.max_examples))
     score = bundle.scorer(temperature=config.temperature, return_outputs=True)
     outputs = score_images(
         score, bundle.params, arrays["image"], arrays["label"], config.batch_size
@@ -197,17 +191,19 @@ def run_signal_evaluation(
     outputs.pop("features")
     # 'loss' needs the true label, which a generated image's conditioning class plays at
     # sampling time; here it is the test label, so it is reported but is not label-free.
-    aurocs = signal_aurocs(outputs, arrays["label"], predictions)
+    aurocs = signal_aurocs(outputs, arrays["label"], predictions, info.groups())
     result = {
         "bundle": str(config.bundle),
         "split": config.split,
         "count": int(len(predictions)),
-        "accuracy": accuracy_report(arrays["label"], predictions),
+        "accuracy": accuracy_report(arrays["label"], predictions, info.class_names, info.groups()),
         "auroc": aurocs,
     }
     if jax.process_index() == 0:
         io.atomic_write_json(workdir / AUROC_FILE, result)
-        plot_signal_histograms(workdir / HISTOGRAM_FILE, outputs, arrays["label"], predictions)
+        plot_signal_histograms(
+            workdir / HISTOGRAM_FILE, outputs, arrays["label"], predictions, info.groups()
+        )
     metrics.print_table(
         [{"signal": name, **values} for name, values in aurocs.items()],
         title=f"AUROC on {config.split} ({len(predictions)} images; higher = signal finds them)",

@@ -98,7 +98,7 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
         done[b] = io.to_jsonable(row)
     all_labels = np.concatenate([np.asarray(done[b]["labels"]) for b in sorted(done)])
     all_predictions = np.concatenate([np.asarray(done[b]["predictions"]) for b in sorted(done)])
-    report = evaluation.accuracy_report(all_labels, all_predictions)
+    report = evaluation.accuracy_report(all_labels, all_predictions, oracle.class_names)
     report.update(
         samples=int(all_labels.size),
         num_steps=int(config.sample.num_steps),

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltg_jax import checkpointing, evaluation, io, predictor, predictor_training
-from ltg_jax.data import pipeline
+from ltg_jax.data import datasets, pipeline
 
 PyTree = Any
 EVAL_FILE = "eval.json"
@@ -93,7 +93,7 @@ def finetune(
     state, start = checkpointing.restore_or_init(manager, state0)
     num_steps = int(train_config["num_steps"])
     last = num_steps if stop_after_steps is None else min(num_steps, stop_after_steps)
-    step_fn = predictor_training.make_train_step(bundle.predictor_apply, tx)
+    step_fn = predictor_training.make_train_step(bundle.adapted_apply, tx)
     started, losses = time.perf_counter(), []
     for step in range(start + 1, last + 1):
         batch = mixed_batch(
@@ -126,12 +126,14 @@ def evaluate(
     params: PyTree,
     arrays: Mapping[str, np.ndarray],
     batch_size: int,
+    data: datasets.DatasetInfo,
 ) -> dict[str, Any]:
     """accuracy_report (overall, many/medium/few, per class) of `params` on a split's arrays."""
-    logits = predictor_training.predict(
-        bundle.predictor_apply, params, arrays["image"], batch_size
-    )["logits"]
-    return evaluation.accuracy_report(arrays["label"], np.argmax(logits, -1))
+    logits = predictor_training.predict(bundle.adapted_apply, params, arrays["image"], batch_size)[
+        "logits"
+    ]
+    predicted = np.argmax(logits, -1)
+    return evaluation.accuracy_report(arrays["label"], predicted, data.class_names, data.groups())
 
 
 def finetune_and_evaluate(
@@ -142,6 +144,7 @@ def finetune_and_evaluate(
     train_config: Mapping[str, Any],
     seed: int,
     workdir: str | os.PathLike,
+    data: datasets.DatasetInfo,
     eval_batch_size: int = 500,
 ) -> dict[str, Any]:
     """One (arm, seed): fine-tune, evaluate each split, write eval.json; a finished one is read.
@@ -154,6 +157,6 @@ def finetune_and_evaluate(
     params, info = finetune(bundle, real, synthetic, train_config, seed, workdir)
     result: dict[str, Any] = {"train": {**info, "num_synthetic": len(synthetic["label"])}}
     for split, arrays in eval_arrays.items():
-        result[split] = evaluate(bundle, params, arrays, eval_batch_size)
+        result[split] = evaluate(bundle, params, arrays, eval_batch_size, data)
     io.atomic_write_json(workdir / EVAL_FILE, result)
     return result

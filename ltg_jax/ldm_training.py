@@ -36,7 +36,7 @@ from ltg_jax import (
     weights,
 )
 from ltg_jax import predictor_training as ptrain
-from ltg_jax.data import fashion_mnist, pipeline
+from ltg_jax.data import datasets, fashion_mnist, pipeline
 
 PyTree = Any
 Array = jax.Array
@@ -225,7 +225,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         seed=config.seed,
         augment_images=False,
     )
-    test = ptrain.load_split(config.data, "test", max_examples=int(config.eval.max_examples))
+    test = datasets.load_split(config.data, "test", max_examples=int(config.eval.max_examples))
 
     def on_checkpoint(state, step):
         first = {"image": test["image"][:32]}  # only what the grid shows
@@ -364,7 +364,7 @@ def cached_latents(
     if path.is_file():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    train = ptrain.load_split(data_config, "train")
+    train = datasets.load_split(data_config, "train")
     latents = encode_mean(vae, vae_params, train) * float(vae_config["scaling_factor"])
     arrays = {"latent": latents.astype(np.float32), "label": train["label"].astype(np.int32)}
     if parallel.is_process_zero():

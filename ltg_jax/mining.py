@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from ltg_jax import (
+    adapters,
     finetune,
     introspection,
     io,
@@ -41,7 +42,7 @@ from ltg_jax import (
     report,
     weights,
 )
-from ltg_jax.data import synthetic
+from ltg_jax.data import datasets, synthetic
 
 ARMS = ("real", "unguided", "ltg")
 SYNTHETIC_ARMS = ("unguided", "ltg")
@@ -65,50 +66,41 @@ class Inputs:
     oracle: predictor.PredictorBundle
     class_names: tuple[str, ...]
     hashes: dict[str, str]
+    data: datasets.DatasetInfo
 
 
-def load_oracle(path: str | os.PathLike) -> predictor.PredictorBundle:
-    """The oracle bundle, with errors that name --config.oracle."""
-    try:
-        return predictor.load_predictor_bundle(path)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"--config.oracle: {e} (the oracle is `python -m train.predictor --config "
-            "configs/predictor.py:oracle`)"
-        ) from e
-    except Exception as e:
-        raise ValueError(f"--config.oracle: {path} is not a readable predictor bundle ({e})") from e
-
-
-def check_oracle_runs(oracle: predictor.PredictorBundle, path: str) -> None:
-    """Traces the oracle on one dummy image: a stale bundle fails here, not after sampling."""
-    shape = tuple(oracle.metadata.get("input", {}).get("shape", (32, 32, 1)))
+def check_runs_on_data(
+    bundle: predictor.PredictorBundle, field: str, spec: str, shape: tuple[int, int, int]
+) -> None:
+    """Traces a predictor (through its input adapter) on one image of the dataset's shape."""
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
     try:
-        jax.eval_shape(oracle.predictor_apply, oracle.params["predictor"], x)
+        jax.eval_shape(bundle.adapted_apply, bundle.params["predictor"], x)
     except Exception as e:
         raise ValueError(
-            f"--config.oracle: the bundle {path} does not run with this version's predictor "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); retrain it with `python -m "
-            "train.predictor --config configs/predictor.py:oracle` or point at a current one"
+            f"--config.{field}: {spec} does not run on the dataset's {shape} images through its "
+            f"input adapter ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check its "
+            "input metadata (size, channels) or point at a current one"
         ) from e
 
 
 def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     """Loads and cross-checks predictor, oracle and diffusion folder; errors name the fix."""
+    data = datasets.describe(config.data)
     bundle = ltg_sampling.load_bundle(config.predictor)
-    oracle = load_oracle(config.oracle)
-    check_oracle_runs(oracle, config.oracle)
-    k = int(bundle.predictor.num_classes)
-    if int(oracle.predictor.num_classes) != k:
-        raise ValueError(
-            f"the oracle {config.oracle} has {oracle.predictor.num_classes} classes but the "
-            f"predictor {k}; use an oracle trained on the same label set (--config.oracle)"
-        )
-    names = tuple(str(n) for n in bundle.metadata.get("classes", [f"class_{i}" for i in range(k)]))
+    oracle = ltg_sampling.load_bundle(config.oracle, "oracle")
+    for field, b in (("predictor", bundle), ("oracle", oracle)):
+        if [n.lower() for n in b.class_names] != [n.lower() for n in data.class_names]:
+            raise ValueError(
+                f"--config.{field}: its classes {list(b.class_names)} are not the dataset's "
+                f"{list(data.class_names)} ({data.name}); use a {field} of this label set, in "
+                "this class order"
+            )
+        check_runs_on_data(b, field, str(config[field]), data.image_shape)
+    names = data.class_names
     hashes = {
-        "predictor_hash": ltg_sampling.file_hash(config.predictor),
-        "oracle_hash": ltg_sampling.file_hash(config.oracle),
+        "predictor_hash": ltg_sampling.predictor_hash(config.predictor, bundle),
+        "oracle_hash": ltg_sampling.predictor_hash(config.oracle, oracle),
     }
     if needs_generation(config):
         info = ltg_sampling.inspect_folder(config.pipeline)
@@ -123,7 +115,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
-    return Inputs(bundle, oracle, names, hashes)
+    return Inputs(bundle, oracle, names, hashes, data)
 
 
 def needs_generation(config: ml_collections.ConfigDict) -> bool:
@@ -187,8 +179,9 @@ class Stages:
 # ================================================================ stage 1: generate
 
 
-def class_budget(config: ml_collections.ConfigDict, num_classes: int) -> tuple[int, ...]:
-    """Samples per class: config.budget.per_class if given, else by frequency group."""
+def class_budget(config: ml_collections.ConfigDict, data: datasets.DatasetInfo) -> tuple[int, ...]:
+    """Samples per class: config.budget.per_class if given, else by the dataset's groups."""
+    num_classes = data.num_classes
     explicit = tuple(int(c) for c in config.budget.per_class)
     if explicit:
         if len(explicit) == 1:
@@ -198,19 +191,17 @@ def class_budget(config: ml_collections.ConfigDict, num_classes: int) -> tuple[i
                 f"--config.budget.per_class has {len(explicit)} counts for {num_classes} classes"
             )
         return explicit
-    from ltg_jax.data import fashion_mnist
-
-    group_of = {k: g for g, ks in fashion_mnist.GROUPS.items() for k in ks}
+    group_of = {k: g for g, ks in data.groups().items() for k in ks}
     return tuple(int(config.budget[group_of.get(k, "many")]) for k in range(num_classes))
 
 
 def arm_ltg_config(
-    config: ml_collections.ConfigDict, arm: str, num_classes: int
+    config: ml_collections.ConfigDict, arm: str, data: datasets.DatasetInfo
 ) -> ml_collections.ConfigDict:
     """The run_ltg config of a synthetic arm: same counts and seed; `unguided` sets w = 0."""
     ltg = copy.deepcopy(config.ltg)
     ltg.pipeline, ltg.predictor = str(config.pipeline), str(config.predictor)
-    ltg.samples_per_class = class_budget(config, num_classes)
+    ltg.samples_per_class = class_budget(config, data)
     if arm == "unguided":
         ltg.variant = "unguided"
         ltg.sampler.guidance.w = 0.0
@@ -218,21 +209,29 @@ def arm_ltg_config(
 
 
 def generate(
-    config: ml_collections.ConfigDict, workdir: Path, arm: str, num_classes: int, stages: Stages
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    arm: str,
+    data: datasets.DatasetInfo,
+    stages: Stages,
 ) -> Path:
     """Runs (or resumes, or skips when finished) the LTG sampling of one arm; its data folder."""
     if str(config.synthetic[arm]):
         return Path(str(config.synthetic[arm]))  # an existing (reviewed) dataset
-    return generate_into(config, workdir / "synthetic" / arm, arm, num_classes, stages)
+    return generate_into(config, workdir / "synthetic" / arm, arm, data, stages)
 
 
 def generate_into(
-    config: ml_collections.ConfigDict, out: Path, arm: str, num_classes: int, stages: Stages
+    config: ml_collections.ConfigDict,
+    out: Path,
+    arm: str,
+    data: datasets.DatasetInfo,
+    stages: Stages,
 ) -> Path:
     """run_ltg of one arm into `out` (resumed; skipped once finished); its data folder."""
     if not (out / ltg_sampling.SUMMARY_FILE).is_file():
         tic = time.time()
-        ltg_sampling.run_ltg(arm_ltg_config(config, arm, num_classes), out)
+        ltg_sampling.run_ltg(arm_ltg_config(config, arm, data), out)
         stages.record(f"generate/{out.name}", time.time() - tic)
     return out / ltg_sampling.DATA_DIR
 
@@ -266,9 +265,9 @@ def oracle_probs(
 ) -> np.ndarray:
     """[N, K] oracle class probabilities of images [N,H,W,C] in [-1, 1]."""
     if not len(images):
-        return np.zeros((0, int(oracle.predictor.num_classes)), np.float32)
+        return np.zeros((0, oracle.num_classes), np.float32)
     out = predictor_training.predict(
-        oracle.predictor_apply, oracle.params["predictor"], images, batch_size
+        oracle.adapted_apply, oracle.params["predictor"], images, batch_size
     )
     return np.asarray(jax.nn.softmax(out["logits"], -1))
 
@@ -292,6 +291,14 @@ def oracle_keep(labels: np.ndarray, probs: np.ndarray, tau: float) -> np.ndarray
     return (probs.argmax(-1) == labels) | (p_class >= tau)
 
 
+def to_image_shape(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Generated images [N,h,w,c] -> the real data's [N,H,W,C] (antialiased resize, channels)."""
+    if not len(images) or images.shape[1:] == tuple(shape):
+        return images
+    adapter = adapters.InputAdapter(size=tuple(shape[:2]), channels=int(shape[2]))
+    return np.asarray(jax.jit(adapters.adapt, static_argnums=1)(images, adapter))
+
+
 @dataclasses.dataclass
 class ArmData:
     """One synthetic arm after review: everything loaded, and the rows kept for training."""
@@ -311,6 +318,7 @@ def review(config: ml_collections.ConfigDict, arm: str, data: Path, inputs: Inpu
     """Loads an arm's data, checks its classes, applies manifest and oracle filter."""
     loaded = synthetic.load_synthetic(data)
     check_class_list(loaded.rows, inputs.class_names, data)
+    loaded = loaded._replace(images=to_image_shape(loaded.images, inputs.data.image_shape))
     n = len(loaded.rows)
     keep = np.ones(n, bool)
     manifest = str(config.review.manifest[arm])
@@ -377,6 +385,7 @@ def finetune_arm(
                 config.finetune.to_dict(),
                 int(seed),
                 run_dir,
+                inputs.data,
                 int(config.eval.batch_size),
             )
         )
@@ -386,10 +395,9 @@ def finetune_arm(
 
 
 def load_real(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
-    """{'image' [N,32,32,1], 'label' [N]} of a split of the long-tailed data."""
+    """{'image' [N,H,W,C], 'label' [N]} of a split of the real (long-tailed) data."""
     limit = int(config.eval.max_examples) if split != "train" else int(config.max_train_examples)
-    arrays = predictor_training.load_split(config.data, split, limit)
-    return {"image": arrays["image"], "label": arrays["label"].astype(np.int32)}
+    return datasets.load_split(config.data, split, limit)
 
 
 # ================================================================ the loop
@@ -402,10 +410,9 @@ def run_mining(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     inputs = check_inputs(config)  # every cheap check before any compute or write
     check_workdir(workdir, run_record(config, inputs.hashes))
     stages = Stages(workdir)
-    k = len(inputs.class_names)
 
     # ---- 1. generate (LTG and unguided: same counts, same seeds)
-    data = {arm: generate(config, workdir, arm, k, stages) for arm in SYNTHETIC_ARMS}
+    data = {arm: generate(config, workdir, arm, inputs.data, stages) for arm in SYNTHETIC_ARMS}
 
     # ---- 2. review: manifest + oracle filter, label fidelity, mean signals
     tic = time.time()
@@ -425,7 +432,7 @@ def run_mining(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     tic = time.time()
     base = finetune.evaluate(
         inputs.bundle, inputs.bundle.params["predictor"], eval_arrays[eval_split],
-        int(config.eval.batch_size),
+        int(config.eval.batch_size), inputs.data,
     )  # fmt: skip
     stages.record("evaluate_shipped", time.time() - tic)
 
@@ -489,7 +496,7 @@ def write_report(
             ltg.images, ltg.labels, scores, workdir / "hardest_ltg.png", per_class
         )
         features = predictor_training.predict(
-            inputs.bundle.predictor_apply,
+            inputs.bundle.adapted_apply,
             inputs.bundle.params["predictor"],
             ltg.images,
             int(config.eval.batch_size),
@@ -579,7 +586,6 @@ def run_selection(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
     inputs = check_inputs(config)
     check_workdir(workdir, run_record(config, inputs.hashes))
     stages = Stages(workdir)
-    k = len(inputs.class_names)
     real = load_real(config, "train")
     val = {"validation": load_real(config, "validation")}
     rows: dict[str, dict[str, Any]] = {}
@@ -593,7 +599,7 @@ def run_selection(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
             syn_arrays, summary = empty_arrays(real), {}
         else:
             arm = "unguided" if name == "unguided" else "ltg"
-            data = generate_into(cfg, sub, arm, k, stages)
+            data = generate_into(cfg, sub, arm, inputs.data, stages)
             arm_data = review(cfg, arm, data, inputs)
             syn_arrays, summary = arm_data.training_arrays(), arm_data.summary
         res = finetune_arm(cfg, sub, "run", inputs, real, syn_arrays, val, stages)

@@ -8,6 +8,7 @@ apply is a pure function of its params (no mutable collections to thread through
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -217,11 +218,18 @@ class PredictorBundle:
     metadata: dict[str, Any]
     apply_fn: Predictor | None = None
 
-    @property
+    # Cached: one function object per bundle, so jax.jit of it compiles once, not per call.
+    @functools.cached_property
     def predictor_apply(self) -> Predictor:
         return self.apply_fn if self.apply_fn is not None else module_apply(self.predictor)
 
-    @property
+    @functools.cached_property
+    def adapted_apply(self) -> Predictor:
+        """apply(params, images [B,H,W,C] in [-1,1] at any size) through the input adapter."""
+        apply, adapter = self.predictor_apply, self.input_adapter
+        return lambda params, images: apply(params, adapters.adapt(images, adapter))
+
+    @functools.cached_property
     def heads_apply(self) -> Callable[[Params, Array], Array] | None:
         return None if self.heads is None else module_apply(self.heads)
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,7 +21,7 @@ import optax
 from tqdm import tqdm
 
 from ltg_jax import checkpointing, evaluation, io, metrics, predictor, signals
-from ltg_jax.data import fashion_mnist, fashion_mnist_lt, pipeline
+from ltg_jax.data import datasets, fashion_mnist, fashion_mnist_lt, pipeline
 
 Array = jax.Array
 PyTree = Any
@@ -134,14 +133,6 @@ def data_source(data_config: Mapping[str, Any], split: str):
     )
 
 
-def load_split(
-    data_config: Mapping[str, Any], split: str, max_examples: int = 0
-) -> dict[str, np.ndarray]:
-    """A whole split as arrays (optionally its first `max_examples`, for quick tests)."""
-    source = grain.MapDataset.source(data_source(data_config, split))
-    return pipeline.load_arrays(source[:max_examples] if max_examples else source)
-
-
 def _splits(data_config: Mapping[str, Any]) -> tuple[str, ...]:
     # The balanced 'full' config has no validation split.
     return ("validation", "test") if data_config["config"] == "lt" else ("test",)
@@ -222,11 +213,15 @@ def train_and_evaluate(
         "resumed_from_step": start_step,
     }
     for split in _splits(config.data):
-        arrays = load_split(config.data, split, config.eval.max_examples)
+        arrays = datasets.load_split(config.data, split, config.eval.max_examples)
         logits = predict(apply_fn, state["params"], arrays["image"], config.eval.batch_size)[
             "logits"
         ]
-        report = evaluation.accuracy_report(arrays["label"], np.argmax(logits, -1))
+        info = datasets.describe(config.data)
+        predicted = np.argmax(logits, -1)
+        report = evaluation.accuracy_report(
+            arrays["label"], predicted, info.class_names, info.groups()
+        )
         results[split] = report
         writer.write(num_steps, **{f"{split}/{k}": report[k] for k in ("overall", "many", "few")})
         if is_main:
@@ -354,7 +349,7 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
     manager = checkpointing.create_manager(workdir)
 
     # Features once: the predictor is frozen, so they never change during head training.
-    train = load_split(predictor_config.data, "train", config.max_train_examples)
+    train = datasets.load_split(predictor_config.data, "train", config.max_train_examples)
     outputs = predict(
         predictor.module_apply(model), predictor_params, train["image"], config.batch_size
     )

@@ -13,7 +13,9 @@ def test_accuracy_report_by_group_and_class():
     labels = np.repeat(np.arange(10), 2)  # two images per class
     predictions = labels.copy()
     predictions[[0, 14, 16, 18]] = 5  # one wrong in class 0; one in each few class 7, 8, 9
-    report = evaluation.accuracy_report(labels, predictions)
+    report = evaluation.accuracy_report(
+        labels, predictions, fashion_mnist.CLASS_NAMES, fashion_mnist.GROUPS
+    )
     assert report["overall"] == pytest.approx(16 / 20)
     assert report["many"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
     assert report["medium"] == pytest.approx(1.0)
@@ -34,7 +36,9 @@ def test_signal_aurocs_few_vs_many_ignores_medium_classes():
     labels = np.array([0, 1, 4, 5, 7, 8])  # many, many, medium, medium, few, few
     predictions = np.array([0, 1, 4, 4, 7, 0])  # class 5 and class 8 wrong
     signal = np.array([0.0, 0.1, 5.0, 6.0, 0.9, 1.0])  # medium highest: must not count
-    result = evaluation.signal_aurocs({"entropy": signal}, labels, predictions)
+    result = evaluation.signal_aurocs(
+        {"entropy": signal}, labels, predictions, fashion_mnist.GROUPS
+    )
     assert result["entropy"]["few_vs_many"] == 1.0
     # wrong = {5: 6.0, 8: 1.0}; right = {0, 0.1, 5.0, 0.9}: 7 of 8 pairs ordered
     assert result["entropy"]["misclassified_vs_correct"] == pytest.approx(7 / 8)
@@ -57,7 +61,9 @@ def test_histograms_png_is_written(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 200)
     signals = {"entropy": rng.normal(size=200), "epistemic": rng.random(200)}
-    path = evaluation.plot_signal_histograms(tmp_path / "h.png", signals, labels, labels[::-1])
+    path = evaluation.plot_signal_histograms(
+        tmp_path / "h.png", signals, labels, labels[::-1], fashion_mnist.GROUPS
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -8,6 +8,7 @@ import pytest
 from test_ltg_sampling import load_config
 
 from ltg_jax import fidelity, io, ldm_training, models, predictor
+from ltg_jax.data import fashion_mnist
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def oracle_path(tmp_path_factory):
     net = predictor.ConvClassifier(widths=(4,), feature_dim=8, norm_groups=2)
     params = net.init(jax.random.key(1), jnp.zeros((1, 32, 32, 1)))["params"]
     path = tmp_path_factory.mktemp("oracle") / "oracle.msgpack"
-    return predictor.save_predictor_bundle(path, net, {"predictor": params})
+    metadata = {"classes": list(fashion_mnist.CLASS_NAMES)}  # as the shipped oracle's
+    return predictor.save_predictor_bundle(path, net, {"predictor": params}, metadata=metadata)
 
 
 def fidelity_config(folder, oracle) -> ml_collections.ConfigDict:

@@ -116,7 +116,7 @@ def reference(assets, tmp_path_factory):
         ({"pipeline": "{tmp}"}, ValueError, "no model_index.json"),
         ({"predictor": "{tmp}/nope.msgpack"}, FileNotFoundError, "--config.predictor.*train"),
         ({"predictor": "{bad}"}, ValueError, "--config.predictor"),
-        ({"predictor": "stale"}, ValueError, "does not run with this version's predictor"),
+        ({"predictor": "stale"}, ValueError, r"does not run on the decoded \(32, 32, 1\) images"),
         ({"classes": (1, 10)}, ValueError, r"class ids \[10\] out of range \[0, 10\)"),
         ({"class_names": ("a", "b")}, ValueError, "2 class names for 10 classes"),
         ({"predictor": "five"}, ValueError, "folder has 10 classes but the predictor 5"),

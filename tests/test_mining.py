@@ -11,7 +11,7 @@ import pytest
 from test_ltg_sampling import stale_bundle, tiny_bundle, tiny_pipeline
 
 from ltg_jax import cli, finetune, introspection, io, mining, predictor, report
-from ltg_jax.data import fashion_mnist, synthetic
+from ltg_jax.data import datasets, fashion_mnist, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -252,12 +252,13 @@ def test_mixed_batch_share_and_determinism():
 
 def test_class_budget_tops_up_the_tail():
     config = mine_config("default")
-    budget = mining.class_budget(config, 10)
+    data = datasets.describe(config.data)
+    budget = mining.class_budget(config, data)
     for k in fashion_mnist.GROUPS["few"]:
         assert budget[k] == config.budget.few
     assert budget[0] == config.budget.many and config.budget.few > config.budget.medium
     config.budget.per_class = (5,)
-    assert mining.class_budget(config, 10) == (5,) * 10
+    assert mining.class_budget(config, data) == (5,) * 10
 
 
 def test_hardest_and_clusters(tmp_path):
