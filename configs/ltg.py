@@ -1,4 +1,4 @@
-r"""Longtail Guidance sampling into a synthetic dataset (DESIGN §1.2, §1.3 step 2-3).
+r"""Longtail Guidance sampling into a synthetic dataset (docs/design.md §1.2, §1.3).
 
 Variants: epistemic (default), entropy, energy, loss, weighted (entropy + epistemic),
 unguided (w = 0, the baseline), text (a Stable Diffusion folder with prompts), test (tiny).

@@ -1,4 +1,4 @@
-r"""The generative data mining loop (DESIGN §1.3) on the embedded Fashion-MNIST-LT default.
+r"""The generative data mining loop (docs/design.md §1.3) on the embedded default.
 
 Variants (`--config configs/mine.py:VARIANT`):
 

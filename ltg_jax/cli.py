@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import os
 import sys
@@ -37,11 +38,48 @@ def define_distributed_flag() -> flags.FlagHolder:
     )
 
 
-def run(main: Callable[[list[str]], Any]) -> None:
+def shipped_config(name: str) -> Path | None:
+    """The config file shipped with the package ('ltg', 'ltg.py', 'configs/ltg.py'), if any."""
+    stem = Path(name).name
+    stem = stem if stem.endswith(".py") else f"{stem}.py"
+    try:
+        candidate = Path(str(importlib.resources.files("ltg_jax.configs") / stem))
+    except ModuleNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """`--config NAME[:variant]` names a shipped config when NAME is not an existing file.
+
+    So `ltg-sample --config ltg:epistemic` (installed, from any directory) and
+    `python -m sample.ltg --config configs/ltg.py:epistemic` (in the repo) both work.
+    """
+    out, i = list(argv), 0
+    while i < len(out):
+        arg = out[i]
+        if arg == "--config" and i + 1 < len(out):
+            i += 1
+            value, prefix = out[i], ""
+        elif arg.startswith("--config="):
+            value, prefix = arg.split("=", 1)[1], "--config="
+        else:
+            i += 1
+            continue
+        path, sep, variant = value.partition(":")
+        found = None if Path(path).is_file() else shipped_config(path)
+        if found is not None:
+            out[i] = f"{prefix}{found}{sep}{variant}"
+        i += 1
+    return out
+
+
+def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """`absl.app.run(main)`, with bad input reported in one line instead of a traceback.
 
     Our errors (ValueError, FileNotFoundError, e.g. an unsupported model folder) name the
-    problem and the fix; LTG_TRACEBACK=1 shows the full traceback as well.
+    problem and the fix; LTG_TRACEBACK=1 shows the full traceback as well. `--config` may
+    name a shipped config (see `resolve_config_args`).
     """
 
     def guarded(argv):
@@ -53,7 +91,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded)
+    app.run(guarded, argv=resolve_config_args(sys.argv if argv is None else argv))
 
 
 def quiet_logging() -> None:
@@ -67,7 +105,7 @@ def load_config_file(
 ) -> ml_collections.ConfigDict:
     """`get_config(variant)` of a config file, loaded by path as config_flags does.
 
-    configs/ is not a package, so a config that builds on another one (and a test) loads it
+    A config that builds on another one (and a test) loads it
     with this rather than an import that would depend on the working directory.
     """
     path = Path(path)

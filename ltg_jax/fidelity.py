@@ -28,7 +28,7 @@ GRID_FILE = "grid_rows.npz"
 
 def oracle_classifier(bundle: predictor_lib.PredictorBundle) -> Callable[[np.ndarray], np.ndarray]:
     """images [N,H,W,C] in [-1,1] -> the oracle's class [N]; compiled once, reused per batch."""
-    forward, params = jax.jit(bundle.predictor_apply), bundle.params["predictor"]
+    forward, params = jax.jit(bundle.adapted_apply), bundle.params["predictor"]
     return lambda images: np.asarray(forward(params, images)[1]).argmax(-1)
 
 

@@ -1,4 +1,4 @@
-"""Longtail Guidance: the pure guidance step of DESIGN §1.2 and its variants.
+"""Longtail Guidance: the pure guidance step of docs/design.md §1.2 and its variants.
 
     ε      = ε_u + γ (ε_c − ε_u)                 (cfg_combine, done by the caller's eps closure)
     ẑ0(z_t) = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t

@@ -89,8 +89,8 @@ def per_class_table(rows: list[dict[str, Any]], metric: str) -> str:
 def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Runs (or resumes) every setting, then writes guidance_study.{json,md} and a grid."""
     workdir = Path(workdir)
-    bundle = predictor.load_predictor_bundle(config.ltg.predictor)
-    oracle = mining.load_oracle(config.oracle)
+    bundle = ltg_sampling.load_bundle(config.ltg.predictor)
+    oracle = ltg_sampling.load_bundle(config.oracle, "oracle")
     rows, grid = [], []
     for w, grad_through in settings(config):
         name = setting_name(w, grad_through)

@@ -1,4 +1,4 @@
-"""The generative data mining loop (DESIGN §1.3): generate, review, fine-tune, evaluate, report.
+"""The generative data mining loop (docs/design.md §1.3): generate, review, fine-tune, report.
 
 `run_mining(config, workdir)` is what `python -m sample.mine` (and `make mine`) runs; see
 configs/mine.py. Stages, each resumable, in `workdir`:

@@ -1,4 +1,4 @@
-"""Device mesh, multi-host set-up and host-local <-> global arrays (DESIGN §3 Parallelism).
+"""Device mesh, multi-host set-up, host-local <-> global arrays (docs/design.md §3).
 
 One 1-D mesh over all devices of all processes, axis `data`: parameters replicated, the batch
 sharded. Model code never sees the device count; only this module and the jitted entry

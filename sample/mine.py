@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ltg_jax import cli, mining
 
-DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "mine.py")
+DEFAULT_CONFIG = str(cli.shipped_config("mine.py"))
 _CONFIG, _WORKDIR = cli.define_flags(
     "configs/mine.py:VARIANT",
     "Output folder (rerun to resume).",
