@@ -15,6 +15,8 @@ Variants (`--config configs/epistemic_head.py:VARIANT`):
 
 import ml_collections
 
+from ltg_jax.data import datasets
+
 VARIANTS = ("default", "test", "runlocal")
 
 
@@ -26,6 +28,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.predictor_workdir = "runs/predictor"  # a finished `train.predictor` workdir
+    # ... or any predictor: a bundle or package.module:factory, with its dataset (config.data);
+    # writes heads.msgpack (use: --config.predictor_heads=W/heads.msgpack when sampling).
+    config.predictor = ""
+    config.data = datasets.default_config()
     config.batch_size = 500  # feature extraction batch
     config.max_train_examples = 0  # 0 = all train images
     config.log_every = 25

@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.variant = variant  # recorded per sample as the guidance variant
     config.pipeline = str(assets.EMBEDDED_LDM)  # diffusers folder (class- or text-conditional)
     config.predictor = str(assets.PREDICTOR_BUNDLE)  # msgpack bundle or package.module:factory
+    config.predictor_heads = ""  # heads.msgpack of train.epistemic_head for such a predictor
     # How decoded images become predictor inputs (ltg_jax.adapters); unset = the predictor's own.
     config.predictor_input = ml_collections.ConfigDict(
         {

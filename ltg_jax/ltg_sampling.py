@@ -106,10 +106,12 @@ def _json(path: Path) -> dict[str, Any]:
     return dict(io.read_json(path))
 
 
-def load_bundle(spec: str | os.PathLike, field: str = "predictor") -> predictor.PredictorBundle:
-    """The predictor (msgpack bundle or `pkg.mod:factory`), with errors naming --config.<field>."""
+def load_bundle(
+    spec: str | os.PathLike, field: str = "predictor", heads: str = ""
+) -> predictor.PredictorBundle:
+    """The predictor (msgpack bundle or `pkg.mod:factory`, + heads), errors naming the field."""
     try:
-        return predictor.load_predictor(spec)
+        return predictor.load_predictor(spec, heads or None)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"--config.{field}: {e}") from e
     except predictor.BundleFormatError as e:
@@ -323,7 +325,7 @@ class Setup:
 def validate(config: ml_collections.ConfigDict):
     """All cheap checks before any compute: (folder info, bundle, plan, signal weights)."""
     info = inspect_folder(config.pipeline)
-    bundle = load_bundle(config.predictor)
+    bundle = load_bundle(config.predictor, heads=config.get("predictor_heads", ""))
     weights_ = check_run_settings(config, bundle)
     plan = make_plan(config, info, bundle)
     unknown = [n for n, i in zip(plan.class_names, plan.predictor_ids, strict=True) if i < 0]
@@ -381,9 +383,11 @@ def check_bundle_runs(
         ) from e
 
 
-def predictor_hash(spec: str | os.PathLike, bundle: predictor.PredictorBundle) -> str:
-    """sha256 of a bundle file's bytes, or of an imported predictor's params and metadata."""
-    if Path(str(spec)).is_file():
+def predictor_hash(
+    spec: str | os.PathLike, bundle: predictor.PredictorBundle, heads: str = ""
+) -> str:
+    """sha256 of a bundle file's bytes, else of the predictor's (+ heads') params and metadata."""
+    if Path(str(spec)).is_file() and not heads:
         return file_hash(spec)
     digest = hashlib.sha256(json.dumps(bundle.metadata, sort_keys=True, default=str).encode())
     for path, leaf in jax.tree_util.tree_flatten_with_path(bundle.params)[0]:
@@ -396,11 +400,14 @@ def predictor_hash(spec: str | os.PathLike, bundle: predictor.PredictorBundle) -
 def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     """Validates, then loads the models and builds the jitted sampler (not yet compiled)."""
     info, bundle, plan, weights_ = validate(config)
-    pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    pipe = weights.load_pipeline(
+        info.path, dtype=DTYPES[config.dtype], remat=config.remat,
+        place=lambda x: parallel.replicate(x, mesh),  # straight onto the mesh: one copy
+    )  # fmt: skip
     adapter = predictor_adapter(config, bundle)
     base = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
     models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, weights_, adapter))
-    mesh = parallel.data_mesh() if mesh is None else mesh
     ids = np.asarray(plan.predictor_ids, np.int32)
     if info.kind == "class":
         cond_table = ids
@@ -411,7 +418,9 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     )
     hashes = {
         "model_hash": weights.model_hash(info.path),
-        "predictor_hash": predictor_hash(config.predictor, bundle),
+        "predictor_hash": predictor_hash(
+            config.predictor, bundle, config.get("predictor_heads", "")
+        ),
     }
     score = diffusion.adapted_scorer(bundle, adapter)
     return Setup(
@@ -599,7 +608,11 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
     info = inspect_folder(config.pipeline)
     per_row = int(config.per_row)
     scfg = sampler_config(config, info)
-    pipe = weights.load_pipeline(info.path, dtype=DTYPES[config.dtype], remat=config.remat)
+    mesh = parallel.data_mesh()
+    pipe = weights.load_pipeline(
+        info.path, dtype=DTYPES[config.dtype], remat=config.remat,
+        place=lambda x: parallel.replicate(x, mesh),
+    )  # fmt: skip
     models_ = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
     if info.kind == "class":
         ids = np.asarray(_tuple(config.classes) or range(info.num_classes), np.int32)
@@ -617,7 +630,6 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
             pipe, [p for p in prompts for _ in range(per_row)], None, config.negative_prompt
         )
     n = len(jax.tree.leaves(cond)[0])
-    mesh = parallel.data_mesh()
     batch = int(config.batch_size)
     if batch % mesh.size:
         raise ValueError(f"--config.batch_size={batch} must be a multiple of {mesh.size} devices")

@@ -95,10 +95,12 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """Host values (identical on every process) -> replicated global arrays on `mesh`."""
     sharding = replicated(mesh)
     if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
+        return jax.device_put(tree, sharding)  # a no-op for arrays already placed so
 
     # Multi-process device_put refuses shardings with devices this process cannot address.
     def put(x):
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x  # already there: no second copy
         x = np.asarray(jax.device_get(x))
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 

@@ -74,6 +74,7 @@ class LTGPipeline:
         folder: str | os.PathLike,
         predictor: str | os.PathLike | predictors.PredictorBundle | None = None,
         *,
+        heads: str | os.PathLike | None = None,
         dtype: str = "float32",
         mesh: Mesh | None = None,
         remat: str = "none",
@@ -83,15 +84,20 @@ class LTGPipeline:
         """Load a folder (ours or Stable Diffusion 1.x/2.x) and a predictor.
 
         `predictor`: a bundle, a msgpack bundle path or `package.module:factory` (default:
-        the shipped Fashion-MNIST-LT predictor with its epistemic heads). `dtype` is the
+        the shipped Fashion-MNIST-LT predictor with its epistemic heads); `heads`: epistemic
+        heads trained for it (`train.epistemic_head` writes heads.msgpack). `dtype` is the
         compute dtype ('float32' | 'bfloat16'); the predictor's input adapter may be replaced.
         """
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; use one of {sorted(DTYPES)}")
         bundle = predictors.load_predictor(
-            predictor if predictor is not None else predictors.SHIPPED_PREDICTOR
+            predictor if predictor is not None else predictors.SHIPPED_PREDICTOR, heads
         )
-        pipe = weights.load_pipeline(folder, variant=variant, dtype=DTYPES[dtype], remat=remat)
+        mesh = parallel.data_mesh() if mesh is None else mesh
+        pipe = weights.load_pipeline(
+            folder, variant=variant, dtype=DTYPES[dtype], remat=remat,
+            place=lambda x: parallel.replicate(x, mesh),  # onto the mesh: one copy
+        )  # fmt: skip
         return cls(pipe, bundle, mesh=mesh, input_adapter=input_adapter)
 
     @property

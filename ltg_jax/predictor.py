@@ -27,6 +27,7 @@ from ltg_jax.models.conv import conv_general_dilated
 Array = jax.Array
 Params = Any
 BUNDLE_FORMAT = "ltg-predictor-bundle/1"
+HEADS_FORMAT = "ltg-epistemic-heads/1"  # heads alone, for a predictor given by import path
 # Trained by our entry points (configs/predictor.py, configs/epistemic_head.py).
 SHIPPED_PREDICTOR = assets.PREDICTOR_BUNDLE  # Fashion-MNIST-LT predictor + 8 epistemic heads
 SHIPPED_ORACLE = assets.ORACLE_BUNDLE  # same architecture on the balanced Fashion-MNIST
@@ -285,18 +286,63 @@ def bundle_from_apply(
     return PredictorBundle(None, heads, tree, metadata, apply_fn=apply_fn)
 
 
-def load_predictor(spec: str | os.PathLike | PredictorBundle) -> PredictorBundle:
+def load_predictor(
+    spec: str | os.PathLike | PredictorBundle, heads: str | os.PathLike | None = None
+) -> PredictorBundle:
     """A bundle from a msgpack file, or from `package.module:factory` (an import path).
 
     The factory takes no arguments and returns a PredictorBundle (see `bundle_from_apply`)
-    or a tuple (apply_fn, params, class_names[, input adapter fields]).
+    or a tuple (apply_fn, params, class_names[, input adapter fields]). `heads` adds epistemic
+    heads saved by `save_heads` (what `train.epistemic_head` writes for such predictors).
     """
     if isinstance(spec, PredictorBundle):
-        return spec
-    text = str(spec)
-    if ":" in text and not Path(text).exists() and not text.endswith(".msgpack"):
-        return _from_factory(text)
-    return load_predictor_bundle(spec)
+        bundle = spec
+    elif ":" in str(spec) and not Path(str(spec)).exists() and not str(spec).endswith(".msgpack"):
+        bundle = _from_factory(str(spec))
+    else:
+        bundle = load_predictor_bundle(spec)
+    if heads:
+        module, heads_params, _ = load_heads(heads)
+        if module.num_classes != bundle.num_classes:
+            raise ValueError(
+                f"the heads {heads} have {module.num_classes} classes, the predictor "
+                f"{bundle.num_classes}; train them on this predictor (train.epistemic_head)"
+            )
+        bundle = dataclasses.replace(
+            bundle, heads=module, params={**bundle.params, "heads": heads_params}
+        )
+    return bundle
+
+
+def save_heads(
+    path: str | os.PathLike,
+    heads: EpistemicHeads,
+    params: Params,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Epistemic heads alone (config, params, metadata) as one msgpack file."""
+    tree = {
+        "format": HEADS_FORMAT,
+        "heads_config": _module_config(heads),
+        "metadata": io.to_jsonable(dict(metadata or {})),
+        "params": jax.tree.map(lambda x: np.asarray(x, np.float32), params),
+    }
+    return io.atomic_write_bytes(path, serialization.msgpack_serialize(tree))
+
+
+def load_heads(path: str | os.PathLike) -> tuple[EpistemicHeads, Params, dict[str, Any]]:
+    """(heads module, params, metadata) of a file written by `save_heads`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no epistemic heads at {path}; train them with train.epistemic_head"
+        )
+    tree = serialization.msgpack_restore(path.read_bytes())
+    if tree.get("format") != HEADS_FORMAT:
+        raise BundleFormatError(f"{path} is not a {HEADS_FORMAT} file")
+    module = EpistemicHeads(**_as_module_kwargs(tree["heads_config"]))
+    params = jax.tree.map(jnp.asarray, tree["params"])
+    return module, params, dict(tree.get("metadata") or {})
 
 
 def _from_factory(spec: str) -> PredictorBundle:

@@ -28,6 +28,7 @@ PyTree = Any
 EVAL_TEST_FILE = "eval_test.json"
 EVAL_VALIDATION_FILE = "eval_validation.json"
 BUNDLE_FILE = "predictor_bundle.msgpack"
+HEADS_FILE = "heads.msgpack"  # heads alone, for a predictor given by import path
 IMAGE_SHAPE = (pipeline.IMAGE_SIZE, pipeline.IMAGE_SIZE, 1)
 
 # ================================================================ model & optimiser
@@ -336,23 +337,41 @@ def fit_heads(
     return params, losses
 
 
+def frozen_predictor(
+    config: ml_collections.ConfigDict,
+) -> tuple[predictor.PredictorBundle, Mapping[str, Any], dict[str, Any]]:
+    """(bundle, data config, metadata) of the predictor the heads are trained for.
+
+    `config.predictor` (a bundle or `package.module:factory`) with `config.data`, or else the
+    finished `train.predictor` workdir `config.predictor_workdir` with its own data config.
+    """
+    if config.get("predictor"):
+        bundle = predictor.load_predictor(config.predictor)
+        return bundle, config.data, dict(bundle.metadata)
+    model, params, predictor_config = load_trained_predictor(config.predictor_workdir)
+    metadata = _predictor_metadata(config.predictor_workdir)
+    bundle = predictor.PredictorBundle(model, None, {"predictor": params}, metadata)
+    return bundle, predictor_config.data, metadata
+
+
 def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Freezes the predictor of `config.predictor_workdir`, trains M heads on its train features.
+    """Freezes a predictor, trains M heads on its train features (one bootstrap each).
 
     Writes the heads' orbax checkpoint, config.json, metrics and `predictor_bundle.msgpack`
-    (predictor + heads, loadable with `predictor.load_predictor_bundle`).
+    (predictor + heads) for our ConvClassifier, or `heads.msgpack` for a predictor given by
+    import path (load both with `predictor.load_predictor(spec, heads=...)`).
     """
     workdir = Path(workdir)
-    model, predictor_params, predictor_config = load_trained_predictor(config.predictor_workdir)
-    checkpointing.save_config(workdir, config, shape_keys=("heads", "predictor_workdir"))
-    heads = create_heads(config.heads, model.num_classes)
+    bundle, data_config, metadata = frozen_predictor(config)
+    predictor_params = bundle.params["predictor"]
+    shape_keys = ("heads", "predictor_workdir", "predictor")
+    checkpointing.save_config(workdir, config, shape_keys=shape_keys)
+    heads = create_heads(config.heads, bundle.num_classes)
     manager = checkpointing.create_manager(workdir)
 
     # Features once: the predictor is frozen, so they never change during head training.
-    train = datasets.load_split(predictor_config.data, "train", config.max_train_examples)
-    outputs = predict(
-        predictor.module_apply(model), predictor_params, train["image"], config.batch_size
-    )
+    train = datasets.load_split(data_config, "train", config.max_train_examples)
+    outputs = predict(bundle.adapted_apply, predictor_params, train["image"], config.batch_size)
     features, labels = jnp.asarray(outputs["features"]), jnp.asarray(train["label"])
     template = {
         "params": init_params(heads, jax.random.key(0), features[:1]),
@@ -382,19 +401,19 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
         "train_mean_epistemic": float(jnp.mean(signals.mutual_information(member_logits))),
     }
     if jax.process_index() == 0:
-        predictor.save_predictor_bundle(
-            workdir / BUNDLE_FILE,
-            model,
-            params,
-            heads,
-            metadata={
-                **_predictor_metadata(config.predictor_workdir),
-                "heads_workdir": str(workdir),
-                "heads_train_mean_epistemic": summary["train_mean_epistemic"],
-            },
-        )
+        metadata = {
+            **metadata,
+            "heads_workdir": str(workdir),
+            "heads_train_mean_epistemic": summary["train_mean_epistemic"],
+        }
+        if isinstance(bundle.predictor, predictor.ConvClassifier):
+            predictor.save_predictor_bundle(
+                workdir / BUNDLE_FILE, bundle.predictor, params, heads, metadata=metadata
+            )
+        else:
+            predictor.save_heads(workdir / HEADS_FILE, heads, state["params"], metadata)
         io.atomic_write_json(workdir / "heads_summary.json", summary)
-    return {"params": params, "model": model, "heads": heads, **summary}
+    return {"params": params, "model": bundle.predictor, "heads": heads, **summary}
 
 
 def _predictor_metadata(predictor_workdir: str | os.PathLike) -> dict[str, Any]:

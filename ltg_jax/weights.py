@@ -27,7 +27,7 @@ import pathlib
 import re
 import shutil
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -375,12 +375,16 @@ def _variant_of(filename: str, stem: str) -> str | None:
     return m[1] if m else None
 
 
-def _materialise(plan: _Plan) -> Params:
-    """Read, upcast to float32 and transpose every tensor of a validated plan."""
+def _materialise(plan: _Plan, place: Callable[[np.ndarray], Any]) -> Params:
+    """Read, upcast to float32, transpose and place every tensor of a validated plan.
+
+    One tensor at a time: the host copy of each is freed once it is placed, so loading never
+    holds more than one float32 copy of the weights.
+    """
     flat = {}
     for key, (path, _) in plan.expected.items():
         arr = np.asarray(read_tensor(plan.tensors[key]), np.float32)
-        flat[path] = jnp.asarray(from_torch_layout(arr, path[-1]))
+        flat[path] = place(np.ascontiguousarray(from_torch_layout(arr, path[-1])))
     return traverse_util.unflatten_dict(flat)
 
 
@@ -439,8 +443,12 @@ def load_pipeline(
     variant: str | None = None,
     dtype: Dtype = jnp.float32,
     remat: str = "none",
+    place: Callable[[np.ndarray], Any] = jnp.asarray,
 ) -> Pipeline:
     """Load a diffusers-format folder into modules + float32 params, without torch.
+
+    `place` puts each host tensor where it will be used (default: the default device; the
+    samplers pass `parallel.replicate` onto their mesh, so no second copy is made there).
 
     `variant` picks e.g. `*.fp16.safetensors` (a folder holding only one variant needs none);
     `dtype` is the modules' compute dtype; `remat` is "none" | "decoder" | "all". Every missing,
@@ -463,7 +471,7 @@ def load_pipeline(
         or any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json"))
     )
     tokenizer = load_clip_tokenizer(tok_dir) if has_tok else None  # fails before the weights
-    params = {n: _materialise(p) for n, p in plans.items()}
+    params = {n: _materialise(p, place) for n, p in plans.items()}
     sched = folder / "scheduler" / "scheduler_config.json"
     get = lambda n, field: getattr(plans[n], field) if n in plans else None
     return Pipeline(

@@ -98,3 +98,34 @@ def test_mining_loop_on_an_imagefolder_with_a_users_predictor_via_cli(folder, tm
     assert png.size == (16, 16) and png.mode == "RGB"  # generated at the SD model's size
     assert (workdir / "accuracy_groups.png").is_file()
     assert "report:" in done.stdout
+
+
+def test_epistemic_heads_on_a_users_predictor_via_cli(folder, tmp_path):
+    """train.epistemic_head on the ResNet's features; the heads then guide LTGPipeline."""
+    workdir = tmp_path / "heads"
+    env = {**os.environ, "PYTHONPATH": f"{USER_CODE}{os.pathsep}{ROOT}"}
+    cmd = [
+        sys.executable, "-m", "train.epistemic_head",
+        "--config", str(ROOT / "configs/epistemic_head.py:test"), f"--workdir={workdir}",
+        "--config.predictor=user_predictor:make", "--config.data.source=imagefolder",
+        f"--config.data.root={folder}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (workdir / "predictor_bundle.msgpack").exists()  # not our ConvClassifier
+    summary = json.loads((workdir / "heads_summary.json").read_text())
+    assert len(summary["train_accuracy_per_head"]) == 4
+
+    sys.path.insert(0, str(USER_CODE))
+    try:
+        from ltg_jax import LTGPipeline
+
+        pipe = LTGPipeline.from_pretrained(
+            ROOT / "tests/fixtures/tiny_sd_hub", predictor="user_predictor:make",
+            heads=workdir / "heads.msgpack",
+        )  # fmt: skip
+    finally:
+        sys.path.remove(str(USER_CODE))
+    out = pipe(prompts=["a photo of a cat"] * 2, signal="epistemic", num_inference_steps=2,
+               progress=False)  # fmt: skip
+    assert np.isfinite(out.signals["epistemic"]).all() and (out.signals["epistemic"] >= 0).all()

@@ -274,10 +274,15 @@ def _keep_keys(path: pathlib.Path, keys: tuple[str, ...], version: str = "0.6.0"
 
 def build_hub_folder(folder: pathlib.Path, seed: int = 2) -> None:
     """A tiny SD 1.x folder in the layout of an old hub download (see the module docstring)."""
+    build_folder("sd1", folder, seed)
+    to_hub_layout(folder)
+
+
+def to_hub_layout(folder: pathlib.Path) -> None:
+    """Rewrite a save_pretrained SD 1.x folder the way SD 1.5's hub download is laid out."""
     from safetensors.numpy import load_file, save_file
     from transformers import CLIPTokenizer
 
-    build_folder("sd1", folder, seed)
     _keep_keys(folder / "unet" / "config.json", HUB_UNET_KEYS)
     _keep_keys(folder / "vae" / "config.json", HUB_VAE_KEYS)
     vae_file = folder / "vae" / "diffusion_pytorch_model.safetensors"
