@@ -192,8 +192,7 @@ def make_plan(
     if info.kind == "class":
         predictor_ids = ids
     else:  # text: the predictor knows a class by its name, whatever order the run lists them
-        by_name = {n.lower(): i for i, n in enumerate(bundle.class_names)}
-        predictor_ids = tuple(by_name.get(n.lower(), -1) for n in class_names)
+        predictor_ids = tuple(bundle.class_index(n) for n in class_names)
     if info.kind == "text":
         try:
             labels = tuple(str(config.prompt).format(**{"class": n}) for n in class_names)

@@ -183,10 +183,10 @@ class LTGPipeline:
     def _class_id(self, label: int | str) -> int:
         """A class id from an id or a name (the predictor's names, case-insensitive)."""
         if isinstance(label, str):
-            by_name = {n.lower(): i for i, n in enumerate(self.class_names)}
-            if label.lower() not in by_name:
+            index = self.predictor.class_index(label)
+            if index < 0:
                 raise ValueError(f"class {label!r} is not one of {list(self.class_names)}")
-            return by_name[label.lower()]
+            return index
         if not 0 <= int(label) < self.predictor.num_classes:
             raise ValueError(f"class id {label} is not in [0, {self.predictor.num_classes})")
         return int(label)

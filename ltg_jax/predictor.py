@@ -243,9 +243,15 @@ class PredictorBundle:
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """Names in class-id order (metadata 'classes'; class_<i> when the bundle has none)."""
         return tuple(str(n) for n in self.metadata.get("classes", ())) or tuple(
             f"class_{i}" for i in range(self.num_classes)
         )
+
+    def class_index(self, name: str) -> int:
+        """The class id of a class name (case-insensitive), -1 if the predictor has none."""
+        lowered = [n.lower() for n in self.class_names]
+        return lowered.index(name.lower()) if name.lower() in lowered else -1
 
     @property
     def input_adapter(self) -> adapters.InputAdapter:
@@ -271,7 +277,7 @@ def bundle_from_apply(
     params: Params,
     class_names: Sequence[str],
     *,
-    input: Mapping[str, Any] | None = None,  # noqa: A002 - the metadata key it fills
+    input: Mapping[str, Any] | None = None,
     heads: EpistemicHeads | None = None,
     heads_params: Params | None = None,
 ) -> PredictorBundle:

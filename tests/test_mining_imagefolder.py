@@ -129,3 +129,18 @@ def test_epistemic_heads_on_a_users_predictor_via_cli(folder, tmp_path):
     out = pipe(prompts=["a photo of a cat"] * 2, signal="epistemic", num_inference_steps=2,
                progress=False)  # fmt: skip
     assert np.isfinite(out.signals["epistemic"]).all() and (out.signals["epistemic"] >= 0).all()
+
+
+def test_tfds_source_by_builder_name(tmp_path):
+    """Any registered tensorflow-datasets builder by name: here ours, prepared offline."""
+    from ltg_jax.data import fashion_mnist, fashion_mnist_lt  # noqa: F401 - registers it
+
+    data = {**datasets.default_config().to_dict(), "source": "tfds",
+            "name": "fashion_mnist_lt/lt", "data_dir": str(tmp_path)}  # fmt: skip
+    info = datasets.describe(data)
+    assert info.class_names == fashion_mnist.CLASS_NAMES and info.image_shape == (28, 28, 1)
+    assert info.train_counts == fashion_mnist.TRAIN_COUNTS  # counted from the labels
+    # ImageNet-LT's thresholds unless set (> 100 many, < 20 few): 83 and 50 images are medium.
+    assert info.groups() == {"many": tuple(range(8)), "medium": (8, 9), "few": ()}
+    test = datasets.load_split(data, "test", max_examples=5)
+    assert test["image"].shape == (5, 28, 28, 1) and test["image"].min() >= -1.0

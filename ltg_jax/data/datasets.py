@@ -245,7 +245,10 @@ def _tfds_builder(data: Mapping[str, Any]):
     if not name:
         raise ValueError("--config.data.name: give the tensorflow-datasets builder name")
     try:
-        builder = tfds.builder(name, data_dir=str(data["data_dir"]) or None)
+        # array_record: random access for grain / as_data_source, no TensorFlow needed.
+        builder = tfds.builder(
+            name, data_dir=str(data["data_dir"]) or None, file_format="array_record"
+        )
     except Exception as e:
         raise ValueError(f"--config.data.name={name!r}: no such tfds builder ({e})") from e
     if not builder.is_prepared():
