@@ -91,7 +91,12 @@ def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded, argv=resolve_config_args(sys.argv if argv is None else argv))
+    argv = resolve_config_args(sys.argv if argv is None else argv)
+    # --help lists the main module's key flags; ours are defined here and in the entrypoint.
+    for module in (__name__, main.__module__):
+        for flag in flags.FLAGS.get_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(argv[0], flag)
+    app.run(guarded, argv=argv)
 
 
 def quiet_logging() -> None:

@@ -1,0 +1,42 @@
+"""The command line: shipped configs by name, --help listing the flags, console scripts."""
+
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+from ltg_jax import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_config_names_resolve_to_the_shipped_files(tmp_path):
+    shipped = cli.shipped_config("ltg")
+    assert shipped is not None and shipped.read_text() == (ROOT / "configs/ltg.py").read_text()
+    argv = cli.resolve_config_args(["prog", "--config", "ltg:test", "--config=mine", "--x=1"])
+    assert argv == ["prog", "--config", f"{shipped}:test", f"--config={shipped.parent}/mine.py",
+                    "--x=1"]  # fmt: skip
+    own = tmp_path / "ltg.py"
+    own.write_text("")
+    assert cli.resolve_config_args(["p", f"--config={own}:a"]) == ["p", f"--config={own}:a"]
+    assert cli.shipped_config("no_such_config") is None
+
+
+def test_help_lists_the_flags():
+    done = subprocess.run([sys.executable, "-m", "sample.ltg", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (
+        "--workdir" in done.stdout
+        and "--config" in done.stdout
+        and "--[no]distributed" in (done.stdout)
+    )
+
+
+def test_console_scripts_point_at_existing_functions():
+    from ltg_jax import entrypoints
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"ltg-sample", "ltg-grid", "ltg-mine", "ltg-fidelity", "ltg-train"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert module == "ltg_jax.entrypoints" and callable(getattr(entrypoints, func))
