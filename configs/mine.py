@@ -23,15 +23,16 @@ with file_name[,decision]) of `file_name`s from synthetic/<arm>/data/metadata.js
 --config.review.manifest.ltg=path (and .unguided), and rerun: only the fine-tuning is redone
 in a fresh workdir (the config changed, so the old workdir refuses it; copy synthetic/ over).
 
-RESULTS (2026-11-28, 2 CPU cores, jax 0.10.2, shipped LDM + predictor + oracle; copy of the
-report in docs/mine/): `make mine` took 407 s end to end (venv present, warm compile cache):
-generate ltg 209 s (288 images, epistemic w = 2, grad_through = unet), unguided 22 s, each of
-9 fine-tunes ~18 s. Test accuracy, mean ± std over fine-tuning seeds 0-2 (one synthetic set per
-arm, so the spread does not include generation noise):
+RESULTS (2026-12-02, 2 CPU cores, jax 0.10.2, shipped LDM + predictor + oracle; copy of the
+report in docs/mine/): `make mine` took 339 s end to end (venv present, warm compile cache):
+generate ltg 62 s (288 images, epistemic w = 2, grad_through = unet), unguided 23 s, each of
+9 fine-tunes ~25 s. The same figures as the commit before the real-models issue, bit for bit.
+Test accuracy, mean ± std over fine-tuning seeds 0-2 (one synthetic set per arm, so the spread
+does not include generation noise):
   arm       many           medium         few            overall
   real      0.937 ± 0.003  0.669 ± 0.005  0.884 ± 0.016  0.841 ± 0.004
   unguided  0.932 ± 0.002  0.701 ± 0.003  0.899 ± 0.007  0.853 ± 0.002
-  ltg       0.929 ± 0.002  0.684 ± 0.000  0.917 ± 0.004  0.852 ± 0.001
+  ltg       0.928 ± 0.002  0.684 ± 0.001  0.917 ± 0.004  0.852 ± 0.001
 Label fidelity (oracle): unguided 0.979, ltg 0.934. On validation (`select`) unguided was ahead
 on few-shot (0.900 vs 0.893), so the test gap is not yet a robust finding.
 """
