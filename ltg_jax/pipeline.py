@@ -19,15 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
 from ltg_jax import adapters, diffusion, ltg_sampling, parallel, sampling, signals, weights
 from ltg_jax import predictor as predictors
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class LTGOutput(NamedTuple):
@@ -88,14 +85,14 @@ class LTGPipeline:
         heads trained for it (`train.epistemic_head` writes heads.msgpack). `dtype` is the
         compute dtype ('float32' | 'bfloat16'); the predictor's input adapter may be replaced.
         """
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r}; use one of {sorted(DTYPES)}")
+        if dtype not in ltg_sampling.DTYPES:
+            raise ValueError(f"dtype={dtype!r}; use one of {sorted(ltg_sampling.DTYPES)}")
         bundle = predictors.load_predictor(
             predictor if predictor is not None else predictors.SHIPPED_PREDICTOR, heads
         )
         mesh = parallel.data_mesh() if mesh is None else mesh
         pipe = weights.load_pipeline(
-            folder, variant=variant, dtype=DTYPES[dtype], remat=remat,
+            folder, variant=variant, dtype=ltg_sampling.DTYPES[dtype], remat=remat,
             place=lambda x: parallel.replicate(x, mesh),  # onto the mesh: one copy
         )  # fmt: skip
         return cls(pipe, bundle, mesh=mesh, input_adapter=input_adapter)
@@ -151,20 +148,23 @@ class LTGPipeline:
             resolution, num_inference_steps, solver, eta, float(cfg_scale),
             tuple(sorted(weights_.items())), grad_through, normalise, ltg_scale != 0.0,
         )  # fmt: skip
-        images, guided = [], []
+        known = (labels >= 0).all()  # 'loss' is only defined where every class is known
+        images, scores = [], {}
         batches = [np.arange(i, i + batch) for i in range(0, n, batch)]
         for idx in tqdm(batches, desc="ltg", unit="batch", disable=not progress):
             rows = np.minimum(idx, n - 1)  # the last batch repeats its last sample
             c = ltg_sampling.take_rows(cond, rows)
             out = sampler(self._params, rows.astype(np.int32), c, jax.random.key(seed), ltg_scale)
             keep = idx < n
+            # Scored per batch: one compile for every call of this batch size.
+            batch_scores = self._score(
+                self.predictor.params, out.images, labels[rows] if known else None
+            )
+            for name, value in batch_scores.items():
+                scores.setdefault(name, []).append(np.asarray(value)[keep])
             images.append(np.asarray(out.images)[keep])
-            guided.append(np.asarray(out.signals)[keep])
         decoded = np.concatenate(images)
-        known = labels if (labels >= 0).all() else None
-        scores = {
-            k: np.asarray(v) for k, v in self._score(self.predictor.params, decoded, known).items()
-        }
+        scores = {name: np.concatenate(parts) for name, parts in scores.items()}
         scores["guidance"] = np.asarray(signals.weighted_signal(scores, weights_))
         settings = {
             "seed": int(seed),

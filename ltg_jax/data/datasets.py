@@ -266,7 +266,7 @@ def _describe_tfds(data: Mapping[str, Any], thresholds: Mapping[str, int]) -> Da
         raise ValueError(f"tfds {builder.name}: needs 'image' and 'label' features")
     names = tuple(features["label"].names)
     train = builder.as_data_source("train")
-    counts = np.bincount([int(train[i]["label"]) for i in range(len(train))], len(names))
+    counts = np.bincount([int(train[i]["label"]) for i in range(len(train))], minlength=len(names))
     stored = tuple(features["image"].shape)
     size = _image_size(data) or stored[:2]
     if None in size:
