@@ -26,7 +26,6 @@ import json
 import pathlib
 import re
 import shutil
-import struct
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -35,6 +34,8 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import traverse_util
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
 from ltg_jax.models import (
@@ -126,32 +127,32 @@ class TensorInfo(NamedTuple):
     """One tensor's header entry in a .safetensors file."""
 
     path: pathlib.Path
+    key: str  # its name in the file
     dtype: str  # safetensors name: F32, F16, BF16, I64, ...
     shape: tuple[int, ...]
-    start: int  # absolute byte offsets in the file
-    end: int
 
 
 def read_header(path: pathlib.Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse a .safetensors header (no tensor data is read). Returns (tensors, metadata)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    meta = header.pop("__metadata__", {}) or {}
-    base = 8 + n
-    infos = {
-        k: TensorInfo(path, v["dtype"], tuple(v["shape"]), base + v["data_offsets"][0],
-                      base + v["data_offsets"][1])
-        for k, v in header.items()
-    }  # fmt: skip
-    return infos, meta
+    """The tensors (name, dtype, shape) and metadata of a .safetensors file; no data is read."""
+    try:
+        with safe_open(path, framework="np") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+            infos = {
+                k: TensorInfo(path, k, s.get_dtype(), tuple(s.get_shape()))
+                for k, s in slices.items()
+            }
+            return infos, dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({e}); it may be truncated: download or "
+            "save it again"
+        ) from e
 
 
 def read_tensor(info: TensorInfo) -> np.ndarray:
-    """Memory-mapped, stored-dtype view of one tensor."""
-    raw = np.memmap(info.path, dtype=np.uint8, mode="r", offset=info.start,
-                    shape=(info.end - info.start,))  # fmt: skip
-    return raw.view(ST_DTYPES[info.dtype]).reshape(info.shape)
+    """One tensor in its stored dtype (F32, F16, or BF16 as ml_dtypes.bfloat16)."""
+    with safe_open(info.path, framework="np") as f:
+        return f.get_tensor(info.key)
 
 
 def write_safetensors(
@@ -159,26 +160,8 @@ def write_safetensors(
     tensors: Mapping[str, np.ndarray],
     metadata: Mapping[str, str] | None = PT_METADATA,
 ) -> None:
-    """Write tensors the way the Rust `safetensors` serializer does (same bytes as torch's)."""
-    names = {v: k for k, v in ST_DTYPES.items()}
-    rank = {"F32": 0, "BF16": 1, "F16": 2}  # safetensors orders by dtype (descending), then name
-    order = sorted(tensors, key=lambda k: (rank[names[tensors[k].dtype]], k))
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    for k in order:
-        nbytes = tensors[k].nbytes
-        header[k] = {
-            "dtype": names[tensors[k].dtype],
-            "shape": list(tensors[k].shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for k in order:
-            f.write(np.ascontiguousarray(tensors[k]).tobytes())
+    """Write tensors with the `safetensors` library (the same bytes as torch-side savers)."""
+    save_file(dict(tensors), str(path), metadata=dict(metadata) if metadata else None)
 
 
 # --------------------------------------------------------------------------- name mapping
@@ -620,9 +603,7 @@ def _model_hash(folder: pathlib.Path, variant: str | None, stamp: tuple) -> str:
         for canon, key in sorted((_normalise_key(name, k, prefix), k) for k in keys):
             info = infos[key]
             digest.update(f"{name}/{canon}|{info.dtype}|{list(info.shape)}\n".encode())
-            with open(info.path, "rb") as f:
-                f.seek(info.start)
-                digest.update(f.read(info.end - info.start))
+            digest.update(np.ascontiguousarray(read_tensor(info)).tobytes())
     sched = folder / "scheduler" / "scheduler_config.json"
     if sched.is_file():
         config = {k: v for k, v in _read_json(sched).items() if k not in _PROVENANCE_KEYS}

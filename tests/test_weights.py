@@ -265,3 +265,12 @@ def test_null_components_in_model_index_are_skipped(tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     loaded = W.load_pipeline(folder)
     assert loaded.text_encoder is None and loaded.tokenizer is not None
+
+
+def test_truncated_weights_are_named_in_one_error(tmp_path):
+    folder = copy(SD1, tmp_path)
+    data = (folder / UNET_FILE).read_bytes()
+    (folder / UNET_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"diffusion_pytorch_model.safetensors: not a readable "
+                       r"safetensors file .* truncated"):  # fmt: skip
+        W.load_pipeline(folder)

@@ -113,7 +113,8 @@ def describe(data: Mapping[str, Any]) -> DatasetInfo:
         )  # fmt: skip
     if source == "imagefolder":
         return _describe_imagefolder(_imagefolder_root(data), _image_size(data), thresholds)
-    return _describe_tfds(data, thresholds)
+    key = json.dumps({**dict(data), **thresholds}, sort_keys=True, default=str)
+    return _describe_tfds(key)
 
 
 def load_split(data: Mapping[str, Any], split: str, max_examples: int = 0) -> dict[str, Any]:
@@ -259,7 +260,11 @@ def _tfds_builder(data: Mapping[str, Any]):
     return builder
 
 
-def _describe_tfds(data: Mapping[str, Any], thresholds: Mapping[str, int]) -> DatasetInfo:
+@functools.lru_cache(maxsize=8)
+def _describe_tfds(key: str) -> DatasetInfo:
+    """Cached on the whole data config: counting the train labels reads the split once."""
+    data = json.loads(key)
+    thresholds = {k: data[k] for k in ("many_threshold", "few_threshold")}
     builder = _tfds_builder(data)
     features = builder.info.features
     if "image" not in features or "label" not in features:
