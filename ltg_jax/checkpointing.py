@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ltg_jax import io
+from ltg_jax import io, run_record
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -138,23 +138,6 @@ def check_shapes(saved: PyTree, target: PyTree, workdir: str | os.PathLike, step
 # ---------------------------------------------------------------- the run's config
 
 
-def config_to_dict(config: ml_collections.ConfigDict | Mapping) -> dict[str, Any]:
-    """The config as plain JSON data (tuples become lists)."""
-    raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-    return json.loads(json.dumps(io.to_jsonable(raw)))
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The config saved in `workdir/config.json`."""
     path = Path(workdir) / CONFIG_FILE
@@ -178,24 +161,15 @@ def save_config(
     (steps, learning rate, logging) may change between a run and its resumption.
     """
     workdir = Path(workdir)
-    new = config_to_dict(config)
+    new = run_record.plain(config)
     path = workdir / CONFIG_FILE
     if path.is_file():
-        old = json.loads(path.read_text())
-        old_flat, new_flat = _flatten(old), _flatten(new)
-        keys = sorted(
-            k
-            for k in set(old_flat) | set(new_flat)
-            if any(k == p or k.startswith(p + ".") for p in shape_keys)
-            and old_flat.get(k) != new_flat.get(k)
-        )
-        if keys:
-            diffs = "; ".join(
-                f"{k}: saved {old_flat.get(k)!r}, now {new_flat.get(k)!r}" for k in keys
-            )
+        fixes_shapes = lambda k: any(k == p or k.startswith(p + ".") for p in shape_keys)
+        diffs = run_record.differences(io.read_json(path), new, keep=fixes_shapes)
+        if diffs:
             raise ValueError(
-                f"{workdir} holds a run with another model shape ({diffs}). Use a fresh --workdir, "
-                f"or resume with the saved config ({path})."
+                f"{workdir} holds a run with another model shape ({'; '.join(diffs)}). Use a "
+                f"fresh --workdir, or resume with the saved config ({path})."
             )
     if (jax.process_index() if process_index is None else process_index) == 0:
         io.atomic_write_json(path, new)

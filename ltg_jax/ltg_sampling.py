@@ -40,6 +40,7 @@ from ltg_jax import (
     models,
     parallel,
     predictor,
+    run_record,
     sampling,
     signals,
     weights,
@@ -266,35 +267,15 @@ def file_hash(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def run_record(config: ml_collections.ConfigDict, hashes: Mapping[str, str]) -> dict[str, Any]:
-    """What config.json holds: the config and the hashes of the models it used."""
-    return json.loads(json.dumps({"config": config.to_dict(), **hashes}, default=list))
-
-
 def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: Path) -> None:
     """Raises unless a saved run record matches the current one (up to RESUME_FREE_KEYS)."""
-
-    def strip(record):
-        cfg = {k: v for k, v in record["config"].items() if k not in RESUME_FREE_KEYS}
-        return {**record, "config": cfg}
-
-    a, b = strip(saved), strip(current)
-    if a != b:
-        diff = _diff(a, b)
+    free = {f"config.{k}" for k in RESUME_FREE_KEYS}
+    diff = run_record.differences(saved, current, keep=lambda k: k not in free)
+    if diff:
         raise ValueError(
             f"{workdir} holds a different run ({diff[:5]}); restart with the same config "
             "to resume it, or use a new --workdir"
         )
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two JSON trees differ, as 'key: saved -> now'."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
 def _sync(name: str) -> None:
@@ -478,7 +459,7 @@ def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
     workdir = Path(workdir)
     setup = build(config)  # every input check happens here, before any sampling
     plan, data = setup.plan, workdir / DATA_DIR
-    record = run_record(config, setup.hashes)
+    record = run_record.make(config, **setup.hashes)
     if (workdir / CONFIG_FILE).is_file():
         check_resume(io.read_json(workdir / CONFIG_FILE), record, workdir)
     elif parallel.is_process_zero():

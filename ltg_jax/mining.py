@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ from ltg_jax import (
     predictor,
     predictor_training,
     report,
+    run_record,
     weights,
 )
 from ltg_jax.data import datasets, synthetic
@@ -123,34 +123,16 @@ def needs_generation(config: ml_collections.ConfigDict) -> bool:
     return any(not str(config.synthetic[arm]) for arm in SYNTHETIC_ARMS)
 
 
-def run_record(config: ml_collections.ConfigDict, hashes: Mapping[str, str]) -> dict[str, Any]:
-    """What workdir/config.json holds: the config and the hashes of the inputs."""
-    return json.loads(json.dumps(io.to_jsonable({"config": config.to_dict(), **hashes})))
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_workdir(workdir: Path, record: Mapping[str, Any]) -> None:
     """Writes config.json on a fresh workdir; refuses one that holds another config's run."""
     path = workdir / CONFIG_FILE
     if not path.is_file():
         io.atomic_write_json(path, record)
         return
-    old, new = _flat(io.read_json(path)), _flat(dict(record))
-    diffs = [
-        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
-        and not any(k.startswith("config." + p) for p in RESUME_FREE_PREFIXES)
-    ]
+    free = tuple(f"config.{p}" for p in RESUME_FREE_PREFIXES)
+    diffs = run_record.differences(
+        io.read_json(path), record, keep=lambda k: not k.startswith(free)
+    )
     if diffs:
         raise ValueError(
             f"{workdir} holds a mining run of another config or other models ({diffs[:5]}); "
@@ -408,7 +390,7 @@ def run_mining(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     start = time.time()
     workdir = Path(workdir)
     inputs = check_inputs(config)  # every cheap check before any compute or write
-    check_workdir(workdir, run_record(config, inputs.hashes))
+    check_workdir(workdir, run_record.make(config, **inputs.hashes))
     stages = Stages(workdir)
 
     # ---- 1. generate (LTG and unguided: same counts, same seeds)
@@ -584,7 +566,7 @@ def run_selection(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
     if str(config.eval.split) != "validation":
         raise ValueError("selection must use --config.eval.split=validation, never test")
     inputs = check_inputs(config)
-    check_workdir(workdir, run_record(config, inputs.hashes))
+    check_workdir(workdir, run_record.make(config, **inputs.hashes))
     stages = Stages(workdir)
     real = load_real(config, "train")
     val = {"validation": load_real(config, "validation")}

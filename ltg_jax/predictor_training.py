@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from ltg_jax import checkpointing, evaluation, io, metrics, predictor, signals
+from ltg_jax import checkpointing, evaluation, io, metrics, predictor, run_record, signals
 from ltg_jax.data import datasets, fashion_mnist, fashion_mnist_lt, pipeline
 
 Array = jax.Array
@@ -250,7 +250,7 @@ def _bundle_metadata(
     """Provenance stored in a bundle: data config, classes, steps and accuracy summary."""
     metadata = {
         "predictor_workdir": str(workdir),
-        "data": checkpointing.config_to_dict(config.data),
+        "data": run_record.plain(config.data),
         "steps": int(config.train.num_steps),
         "classes": list(fashion_mnist.CLASS_NAMES),
         "input": {"shape": list(IMAGE_SHAPE), "range": [-1.0, 1.0], "layout": "NHWC"},
