@@ -134,11 +134,6 @@ def data_source(data_config: Mapping[str, Any], split: str):
     )
 
 
-def _splits(data_config: Mapping[str, Any]) -> tuple[str, ...]:
-    # The balanced 'full' config has no validation split.
-    return ("validation", "test") if data_config["config"] == "lt" else ("test",)
-
-
 # ================================================================ predictor
 
 
@@ -213,12 +208,13 @@ def train_and_evaluate(
         "train_seconds_this_run": train_seconds,
         "resumed_from_step": start_step,
     }
-    for split in _splits(config.data):
+    info = datasets.describe(config.data)
+    eval_splits = [s for s in info.splits if s != "train"]  # 'full' has no validation split
+    for split in eval_splits:
         arrays = datasets.load_split(config.data, split, config.eval.max_examples)
         logits = predict(apply_fn, state["params"], arrays["image"], config.eval.batch_size)[
             "logits"
         ]
-        info = datasets.describe(config.data)
         predicted = np.argmax(logits, -1)
         report = evaluation.accuracy_report(
             arrays["label"], predicted, info.class_names, info.groups()
@@ -230,7 +226,7 @@ def train_and_evaluate(
             run = {"steps": num_steps, "train_seconds_this_run": train_seconds}
             io.atomic_write_json(workdir / filename, {**report, **run})
     metrics.print_table(
-        evaluation.accuracy_rows({s: results[s] for s in _splits(config.data)}),
+        evaluation.accuracy_rows({s: results[s] for s in eval_splits}),
         title=f"accuracy after {num_steps} steps ({workdir})",
     )
     metrics.print_table(evaluation.per_class_rows(results["test"]), title="test accuracy per class")
@@ -339,19 +335,19 @@ def fit_heads(
 
 def frozen_predictor(
     config: ml_collections.ConfigDict,
-) -> tuple[predictor.PredictorBundle, Mapping[str, Any], dict[str, Any]]:
-    """(bundle, data config, metadata) of the predictor the heads are trained for.
+) -> tuple[predictor.PredictorBundle, Mapping[str, Any]]:
+    """(bundle, data config) of the predictor the heads are trained for.
 
     `config.predictor` (a bundle or `package.module:factory`) with `config.data`, or else the
     finished `train.predictor` workdir `config.predictor_workdir` with its own data config.
     """
     if config.get("predictor"):
         bundle = predictor.load_predictor(config.predictor)
-        return bundle, config.data, dict(bundle.metadata)
+        return bundle, config.data
     model, params, predictor_config = load_trained_predictor(config.predictor_workdir)
     metadata = _predictor_metadata(config.predictor_workdir)
     bundle = predictor.PredictorBundle(model, None, {"predictor": params}, metadata)
-    return bundle, predictor_config.data, metadata
+    return bundle, predictor_config.data
 
 
 def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -362,7 +358,7 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
     import path (load both with `predictor.load_predictor(spec, heads=...)`).
     """
     workdir = Path(workdir)
-    bundle, data_config, metadata = frozen_predictor(config)
+    bundle, data_config = frozen_predictor(config)
     predictor_params = bundle.params["predictor"]
     shape_keys = ("heads", "predictor_workdir", "predictor")
     checkpointing.save_config(workdir, config, shape_keys=shape_keys)
@@ -402,7 +398,7 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
     }
     if jax.process_index() == 0:
         metadata = {
-            **metadata,
+            **bundle.metadata,
             "heads_workdir": str(workdir),
             "heads_train_mean_epistemic": summary["train_mean_epistemic"],
         }

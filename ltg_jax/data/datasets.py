@@ -217,22 +217,23 @@ def _describe_imagefolder(root: Path, size, thresholds: Mapping[str, int]) -> Da
 
 
 def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """An image file -> uint8 [H,W,C] of the descriptor."""
     with Image.open(path) as image:
-        image = image.convert("L" if shape[2] == 1 else "RGB")
-        if image.size != (shape[1], shape[0]):
-            image = image.resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
-        array = np.asarray(image)
-    return array[..., None] if array.ndim == 2 else array
+        return _pil_to_shape(image, shape)
 
 
 def _to_shape(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 [h,w,c] -> [H,W,C] of the descriptor (PIL resize, grey <-> RGB)."""
+    """uint8 [h,w,c] -> [H,W,C] of the descriptor."""
     mode = "L" if image.shape[-1] == 1 else "RGB"
-    pil = Image.fromarray(image[..., 0] if mode == "L" else image, mode)
-    pil = pil.convert("L" if shape[2] == 1 else "RGB")
-    if pil.size != (shape[1], shape[0]):
-        pil = pil.resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
-    array = np.asarray(pil)
+    return _pil_to_shape(Image.fromarray(image[..., 0] if mode == "L" else image, mode), shape)
+
+
+def _pil_to_shape(image: Image.Image, shape: tuple[int, int, int]) -> np.ndarray:
+    """grey <-> RGB and a bicubic resize to (H, W) when needed: uint8 [H,W,C]."""
+    image = image.convert("L" if shape[2] == 1 else "RGB")
+    if image.size != (shape[1], shape[0]):
+        image = image.resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
+    array = np.asarray(image)
     return array[..., None] if array.ndim == 2 else array
 
 
