@@ -9,6 +9,7 @@ cond = {"context": [B,77,D], "uncond": [B,77,D], "label": [B]}; the CFG branch s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltg_jax import adapters, models, predictor, sampling, signals, weights
+from ltg_jax import adapters, checks, models, predictor, sampling, signals, weights
 from ltg_jax.models.defaults import fill_defaults
 
 PyTree = Any
@@ -220,6 +221,9 @@ def parse_signal(spec: str | Mapping[str, float]) -> dict[str, float]:
             f"bad signal {spec!r}: unknown {unknown}; use one of {signals.SIGNAL_NAMES} or a "
             "weighted sum like 'entropy:1,epistemic:0.5'"
         )
+    bad = [f"{k}:{v}" for k, v in weights_.items() if not math.isfinite(v)]
+    if bad:
+        raise checks.NonFiniteError(f"signal {spec!r}: weights {bad} are not finite numbers")
     return weights_
 
 

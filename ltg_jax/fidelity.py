@@ -19,7 +19,18 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from ltg_jax import checkpointing, diffusion, evaluation, io, metrics, parallel, sampling, weights
+from ltg_jax import (
+    checkpointing,
+    checks,
+    diffusion,
+    evaluation,
+    io,
+    metrics,
+    parallel,
+    sampling,
+    weights,
+    workdirs,
+)
 from ltg_jax import predictor as predictor_lib
 
 BATCHES_FILE = "fidelity_batches.jsonl"
@@ -46,7 +57,7 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
     workdir = Path(workdir)
     # Every key that fixes which sample lands in which batch: a resume must not mix plans.
     shape_keys = ("model_dir", "oracle_bundle", "sample", "seed", "per_class", "batch_size")
-    checkpointing.save_config(workdir, config, shape_keys=shape_keys)
+    checks.check_config_finite(config)
     pipe = weights.load_pipeline(config.model_dir)
     if pipe.class_embedder is None:
         raise ValueError(
@@ -63,52 +74,56 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
             f"{labels.size} samples do not split into batches of {batch}; choose a batch_size "
             f"that divides num_classes * per_class."
         )
-    sampler = sampling.make_sampler(
-        {
-            "scheduler": pipe.scheduler_config,
-            "num_steps": int(config.sample.num_steps),
-            "cfg_scale": float(config.sample.cfg_scale),
-        },
-        diffusion.class_conditional_models(pipe),
-    )
-    params = diffusion.pipeline_params(pipe)
-    rng = jax.random.key(int(config.seed))
-    done = _done_batches(workdir)
-    grid_path = workdir / GRID_FILE
-    grid = dict(np.load(grid_path)) if grid_path.is_file() else {}
-    per_grid = int(config.grid_per_class)
-    tic = time.time()
-    for b in tqdm(
-        range(labels.size // batch), desc="fidelity", disable=not parallel.is_process_zero()
-    ):
-        if b in done:
-            continue
-        indices = np.arange(b * batch, (b + 1) * batch, dtype=np.int32)
-        images = np.asarray(sampler(params, indices, labels[indices], rng).images)
-        predictions = classify(images)
-        for k in np.unique(labels[indices]):
-            key = str(k)
-            have = len(grid.get(key, ()))
-            if have < per_grid:
-                new = images[labels[indices] == k][: per_grid - have]
-                grid[key] = np.concatenate([grid[key], new]) if key in grid else new
-        io.atomic_save_npz(grid_path, **grid)
-        row = {"batch": b, "labels": labels[indices], "predictions": predictions}
-        io.append_jsonl(workdir / BATCHES_FILE, [row])
-        done[b] = io.to_jsonable(row)
-    all_labels = np.concatenate([np.asarray(done[b]["labels"]) for b in sorted(done)])
-    all_predictions = np.concatenate([np.asarray(done[b]["predictions"]) for b in sorted(done)])
-    report = evaluation.accuracy_report(all_labels, all_predictions, oracle.class_names)
-    report.update(
-        samples=int(all_labels.size),
-        num_steps=int(config.sample.num_steps),
-        cfg_scale=float(config.sample.cfg_scale),
-        model_hash=weights.model_hash(config.model_dir),
-        sampling_seconds_this_run=time.time() - tic,
-    )
-    io.atomic_write_json(workdir / "fidelity.json", report)
-    rows = [grid[str(k)] for k in range(num_classes) if str(k) in grid]
-    io.save_grid(workdir / "samples_per_class.png", np.concatenate(rows), columns=per_grid)
-    metrics.print_table(evaluation.per_class_rows(report), title="class fidelity (oracle agrees)")
-    print(f"overall class fidelity {report['overall']:.4f} on {report['samples']} samples")
-    return report
+    with workdirs.claim(workdir):  # every input checked above: now write
+        checkpointing.save_config(workdir, config, shape_keys=shape_keys)
+        sampler = sampling.make_sampler(
+            {
+                "scheduler": pipe.scheduler_config,
+                "num_steps": int(config.sample.num_steps),
+                "cfg_scale": float(config.sample.cfg_scale),
+            },
+            diffusion.class_conditional_models(pipe),
+        )
+        params = diffusion.pipeline_params(pipe)
+        rng = jax.random.key(int(config.seed))
+        done = _done_batches(workdir)
+        grid_path = workdir / GRID_FILE
+        grid = dict(np.load(grid_path)) if grid_path.is_file() else {}
+        per_grid = int(config.grid_per_class)
+        tic = time.time()
+        for b in tqdm(
+            range(labels.size // batch), desc="fidelity", disable=not parallel.is_process_zero()
+        ):
+            if b in done:
+                continue
+            indices = np.arange(b * batch, (b + 1) * batch, dtype=np.int32)
+            images = np.asarray(sampler(params, indices, labels[indices], rng).images)
+            predictions = classify(images)
+            for k in np.unique(labels[indices]):
+                key = str(k)
+                have = len(grid.get(key, ()))
+                if have < per_grid:
+                    new = images[labels[indices] == k][: per_grid - have]
+                    grid[key] = np.concatenate([grid[key], new]) if key in grid else new
+            io.atomic_save_npz(grid_path, **grid)
+            row = {"batch": b, "labels": labels[indices], "predictions": predictions}
+            io.append_jsonl(workdir / BATCHES_FILE, [row])
+            done[b] = io.to_jsonable(row)
+        all_labels = np.concatenate([np.asarray(done[b]["labels"]) for b in sorted(done)])
+        all_predictions = np.concatenate([np.asarray(done[b]["predictions"]) for b in sorted(done)])
+        report = evaluation.accuracy_report(all_labels, all_predictions, oracle.class_names)
+        report.update(
+            samples=int(all_labels.size),
+            num_steps=int(config.sample.num_steps),
+            cfg_scale=float(config.sample.cfg_scale),
+            model_hash=weights.model_hash(config.model_dir),
+            sampling_seconds_this_run=time.time() - tic,
+        )
+        io.atomic_write_json(workdir / "fidelity.json", report)
+        rows = [grid[str(k)] for k in range(num_classes) if str(k) in grid]
+        io.save_grid(workdir / "samples_per_class.png", np.concatenate(rows), columns=per_grid)
+        metrics.print_table(
+            evaluation.per_class_rows(report), title="class fidelity (oracle agrees)"
+        )
+        print(f"overall class fidelity {report['overall']:.4f} on {report['samples']} samples")
+        return report

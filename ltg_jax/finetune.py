@@ -8,6 +8,7 @@ checkpoint continues with the very batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltg_jax import checkpointing, evaluation, io, predictor, predictor_training
+from ltg_jax import checkpointing, evaluation, io, parallel, predictor, predictor_training
 from ltg_jax.data import datasets, pipeline
 
 PyTree = Any
@@ -76,12 +77,13 @@ def finetune(
     workdir: str | os.PathLike,
     *,
     stop_after_steps: int | None = None,
+    desc: str = "fine-tune",
 ) -> tuple[PyTree, dict[str, Any]]:
     """Fine-tunes the bundle's predictor params in `workdir` (resuming it): (params, info).
 
     `train_config` holds num_steps, batch_size, learning_rate, warmup_steps, weight_decay,
     synthetic_fraction, augment and checkpoint_every; `stop_after_steps` ends early, as a
-    kill would (for resumption tests).
+    kill would (for resumption tests); `desc` labels the progress bar.
     """
     tx = predictor_training.make_optimizer(train_config)
     # A copy: the train step donates its state, and the bundle's params serve every run.
@@ -95,6 +97,7 @@ def finetune(
     last = num_steps if stop_after_steps is None else min(num_steps, stop_after_steps)
     step_fn = predictor_training.make_train_step(bundle.adapted_apply, tx)
     started, losses = time.perf_counter(), []
+    bar = parallel.progress(total=num_steps, initial=start, desc=desc, unit="step")
     for step in range(start + 1, last + 1):
         batch = mixed_batch(
             real,
@@ -105,9 +108,13 @@ def finetune(
             synthetic_fraction=float(train_config["synthetic_fraction"]),
             augment=bool(train_config["augment"]),
         )
-        state, metrics = step_fn(state, batch)
+        with parallel.ticking(bar, "compiling") if step == start + 1 else contextlib.nullcontext():
+            state, metrics = step_fn(state, batch)
+        predictor_training.require_finite_step(step, metrics, f"fine-tuning in {workdir}")
         losses.append(metrics["loss"])
         checkpointing.save(manager, step, state, force=step == num_steps)
+        bar.update(1)
+    bar.close()
     if last > start and manager.latest_step() != last:
         checkpointing.save(manager, last, state, force=True)
     manager.close()
@@ -146,6 +153,7 @@ def finetune_and_evaluate(
     workdir: str | os.PathLike,
     data: datasets.DatasetInfo,
     eval_batch_size: int = 500,
+    desc: str = "fine-tune",
 ) -> dict[str, Any]:
     """One (arm, seed): fine-tune, evaluate each split, write eval.json; a finished one is read.
 
@@ -154,7 +162,7 @@ def finetune_and_evaluate(
     workdir = Path(workdir)
     if (workdir / EVAL_FILE).is_file():
         return io.read_json(workdir / EVAL_FILE)  # finished before: nothing to redo
-    params, info = finetune(bundle, real, synthetic, train_config, seed, workdir)
+    params, info = finetune(bundle, real, synthetic, train_config, seed, workdir, desc=desc)
     result: dict[str, Any] = {"train": {**info, "num_synthetic": len(synthetic["label"])}}
     for split, arrays in eval_arrays.items():
         result[split] = evaluate(bundle, params, arrays, eval_batch_size, data)

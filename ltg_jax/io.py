@@ -15,12 +15,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+# Our atomic writes' temp files: `.<name>.<random>.ltg-partial`. A job sweeps only this pattern
+# (in a workdir it holds the lock of), never another program's `.tmp` files.
+PARTIAL_SUFFIX = ".ltg-partial"
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Writes `data` to `path` via a temp file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide outputs from other users
         with os.fdopen(fd, "wb") as f:
@@ -40,19 +44,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Converts numpy/jax scalars and arrays inside containers to plain Python for JSON."""
+    """Plain Python for JSON: numpy/jax scalars and arrays become lists/numbers, NaN/inf None.
+
+    JSON has no NaN: `json.dumps` would write `NaN`, which strict readers reject. An undefined
+    number (e.g. the std of one seed) is written as null.
+    """
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if hasattr(value, "tolist") and callable(value.tolist):
-        return value.tolist()
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON of `obj` (see `to_jsonable`), keys sorted."""
+    return json.dumps(to_jsonable(obj), indent=indent, sort_keys=True, allow_nan=False)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Writes `obj` as indented JSON atomically."""
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    return atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -80,11 +95,12 @@ def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Reads a JSON-lines file; a missing file reads as empty."""
+    """Reads a JSON-lines file; a missing file reads as empty, a torn last line is skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    complete = path.read_text().split("\n")[:-1]  # the last part: '' or a killed writer's
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -93,7 +109,7 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         for row in rows:
-            f.write(json.dumps(to_jsonable(row), sort_keys=True) + "\n")
+            f.write(dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ltg_jax import (
     checkpointing,
+    checks,
     diffusion,
     evaluation,
     io,
@@ -34,6 +35,7 @@ from ltg_jax import (
     sampling,
     schedulers,
     weights,
+    workdirs,
 )
 from ltg_jax import predictor_training as ptrain
 from ltg_jax.data import datasets, fashion_mnist, pipeline
@@ -141,7 +143,7 @@ def _train_loop(
     desc: str,
 ) -> dict:
     """Steps `start_step..num_steps`, logging, checkpointing and calling `on_checkpoint`."""
-    writer = metrics.MetricsWriter(workdir)
+    writer = metrics.MetricsWriter(workdir, resume_step=start_step)
     num_steps = int(config.train.num_steps)
     batches = pipeline.iterate(dataset, start_step)
     bar = tqdm(
@@ -155,6 +157,10 @@ def _train_loop(
     for step in bar:
         state, stats = step_fn(state, next(batches))
         done = step + 1
+        checks.require_finite_step(
+            done, {k: stats[k] for k in ("loss", "grad_norm")}, f"training the {desc} in {workdir}",
+            "Lower --config.train.learning_rate (or raise grad_clip) and check the data for NaN",
+        )  # fmt: skip
         if done % config.log_every == 0 or done == num_steps:
             stats = {k: float(v) for k, v in jax.device_get(stats).items()}
             stats["seconds_per_step"] = (time.time() - tic) / (done - start_step)
@@ -198,7 +204,7 @@ def make_vae_step(vae: models.AutoencoderKL, tx: optax.GradientTransformation, c
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
-        return new, {"loss": loss, **aux}
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
 
     return step
 
@@ -211,10 +217,17 @@ def latent_scaling_factor(mean: np.ndarray) -> float:
 def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Trains the VAE on the balanced training set; writes vae_config.json and recon grids."""
     workdir = Path(workdir)
-    checkpointing.save_config(workdir, config)
-    vae = _vae_module(config.model)
+    checks.check_config_finite(config)
+    vae = _vae_module(config.model)  # a bad model config fails here, before the claim
     tx = make_optimizer(config.train)
     params = models.init_params(vae, jax.random.key(config.seed))
+    with workdirs.claim(workdir):
+        return _train_vae(config, workdir, vae, tx, params)
+
+
+def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
+    """train_vae's work once the workdir is claimed."""
+    checkpointing.save_config(workdir, config)
     state, start = checkpointing.restore_or_init(
         manager := checkpointing.create_manager(workdir, save_every=config.checkpoint_every),
         ptrain.create_train_state(params, tx),
@@ -351,7 +364,7 @@ def make_ldm_step(unet, embedder, tx, config, alphas_cumprod):
             "opt_state": opt_state,
             "step": state["step"] + 1,
         }
-        return new, {"loss": loss, **aux}
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
 
     return step
 
@@ -406,14 +419,22 @@ def class_grid_labels(num_classes: int, per_class: int) -> np.ndarray:
 def train_ldm(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Trains the class-conditional UNet on cached VAE latents; exports the pipeline folder."""
     workdir = Path(workdir)
-    checkpointing.save_config(workdir, config)
+    checks.check_config_finite(config)
     vae, vae_params, vae_config = load_vae(config.vae_workdir)
-    unet, embedder = ldm_modules(config.model)
+    unet, embedder = ldm_modules(config.model)  # a bad model config fails before the claim
     rng = jax.random.key(config.seed)
     params = {
         "unet": models.init_params(unet, rng),
         "class_embedder": models.init_params(embedder, jax.random.fold_in(rng, 1)),
     }
+    with workdirs.claim(workdir):
+        return _train_ldm(config, workdir, (vae, vae_params, vae_config), unet, embedder, params)
+
+
+def _train_ldm(config, workdir: Path, vae_parts, unet, embedder, params) -> dict[str, Any]:
+    """train_ldm's work once the workdir is claimed."""
+    vae, vae_params, vae_config = vae_parts
+    checkpointing.save_config(workdir, config)
     tx = make_optimizer(config.train)
     init = {**ptrain.create_train_state(params, tx), "ema_params": params}
     manager = checkpointing.create_manager(workdir, save_every=config.checkpoint_every)

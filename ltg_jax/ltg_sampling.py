@@ -16,6 +16,7 @@ only its own rows of each batch; process 0 writes the shared files. Layout of `w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,10 +32,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from ltg_jax import (
     adapters,
+    checks,
     diffusion,
     io,
     models,
@@ -44,6 +45,7 @@ from ltg_jax import (
     sampling,
     signals,
     weights,
+    workdirs,
 )
 from ltg_jax.data import synthetic
 
@@ -72,6 +74,11 @@ class FolderInfo:
 
 def inspect_folder(path: str | os.PathLike, field: str = "pipeline") -> FolderInfo:
     """Checks a model folder from its JSON files; errors name the config field to fix."""
+    if not str(path).strip():
+        raise ValueError(
+            f"--config.{field} is empty; this variant needs a model folder: "
+            f"--config.{field}=/path/to/stable-diffusion (a diffusers-format folder)"
+        )
     path = Path(path)
     fix = (
         f"set --config.{field} to a diffusers-format folder (the embedded model, a folder "
@@ -115,7 +122,7 @@ def load_bundle(
         return predictor.load_predictor(spec, heads or None)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"--config.{field}: {e}") from e
-    except predictor.BundleFormatError as e:
+    except (predictor.BundleFormatError, checks.NonFiniteError) as e:
         raise ValueError(f"--config.{field}: {e}") from e
     except Exception as e:  # not a bundle: truncated or foreign msgpack, a failing factory
         raise ValueError(
@@ -158,6 +165,11 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(n.strip() for v in _tuple(value) for n in str(v).split(",") if n.strip())
 
 
+def config_ints(value: Any, field: str) -> tuple[int, ...]:
+    """Class ids of a config field; names by mistake get a pointer to --config.class_names."""
+    return checks.config_ints(value, field, "; class names go in --config.class_names")
+
+
 def make_plan(
     config: ml_collections.ConfigDict, info: FolderInfo, bundle: predictor.PredictorBundle
 ) -> Plan:
@@ -175,13 +187,13 @@ def make_plan(
             f"{len(names)} class names for {k} classes; set --config.class_names to {k} names "
             "(or leave it empty to use the predictor bundle's names)"
         )
-    ids = tuple(int(i) for i in _tuple(config.classes)) or tuple(range(k))
+    ids = config_ints(config.classes, "classes") or tuple(range(k))
     bad = [i for i in ids if not 0 <= i < k]
     if bad:
         raise ValueError(f"class ids {bad} out of range [0, {k}); fix --config.classes")
     if len(set(ids)) != len(ids):
         raise ValueError(f"--config.classes repeats ids: {list(ids)}")
-    counts = tuple(int(c) for c in _tuple(config.samples_per_class))
+    counts = checks.config_ints(config.samples_per_class, "samples_per_class")
     if len(counts) == 1:
         counts = counts * len(ids)
     if len(counts) != len(ids) or any(c < 0 for c in counts) or not sum(counts):
@@ -204,6 +216,14 @@ def make_plan(
     else:
         labels = class_names
     return Plan(ids, class_names, labels, counts, predictor_ids)
+
+
+def planned_files(plan: Plan) -> list[str]:
+    """The dataset-relative file of every sample of a run, by global index."""
+    return [
+        synthetic.sample_file(plan.class_ids[c], plan.class_names[c], i)
+        for i, c in enumerate(plan.class_positions())
+    ]
 
 
 def check_run_settings(
@@ -304,6 +324,7 @@ class Setup:
 
 def validate(config: ml_collections.ConfigDict):
     """All cheap checks before any compute: (folder info, bundle, plan, signal weights)."""
+    checks.check_config_finite(config)
     info = inspect_folder(config.pipeline)
     bundle = load_bundle(config.predictor, heads=config.get("predictor_heads", ""))
     weights_ = check_run_settings(config, bundle)
@@ -443,21 +464,54 @@ def sample_batch(
     cond = take_rows(setup.cond_table, positions[indices[local]])
     idx, cond = parallel.host_local_to_global((indices[local], cond), setup.sampler.mesh)
     out = _run_sampler(setup.sampler, setup.params, idx, cond, config.seed)
-    images = io.to_uint8(parallel.global_to_host_local(out.images)).astype(np.float32)
-    images = images / 127.5 - 1.0
+    images = parallel.global_to_host_local(out.images)
+    checks.require_finite(
+        {"images": images}, f"the sampled images of samples {indices[local].tolist()}",
+        finite_hint(config),
+    )  # fmt: skip
+    images = io.to_uint8(images).astype(np.float32) / 127.5 - 1.0
     labels = np.asarray(setup.plan.predictor_ids, np.int32)[positions[indices[local]]]
     # 'loss' only where every class is the predictor's (a text run may name other classes).
     known = min(setup.plan.predictor_ids) >= 0
     scores = setup.score(setup.bundle.params, images, labels if known else None)
     scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
+    checks.require_finite(scores, "the predictor's signals", "check the predictor's weights")
     return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}
+
+
+def progress_label(config: ml_collections.ConfigDict) -> str:
+    """The sampling bar's label: which arm this is (guided by which signal, or unguided)."""
+    w = float(config.sampler.guidance.w)
+    return f"ltg {config.signal} w={w:g}" if w else "unguided"
+
+
+def finite_hint(config: ml_collections.ConfigDict) -> str:
+    """The fix for a non-finite sampled batch: the usual culprits, given the run's settings."""
+    guidance = config.sampler.get("guidance")
+    lower = (
+        f"--config.sampler.guidance.w (now {float(guidance.w)})"
+        if guidance is not None
+        else f"--config.sampler.cfg_scale (now {float(config.sampler.cfg_scale)})"
+    )
+    return (
+        f"the run stopped before writing them. Lower {lower} or use --config.dtype=float32 "
+        f"(now {config.dtype}); the model folder {config.pipeline} may hold bad weights"
+    )
 
 
 def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """The whole LTG run into `workdir` (resumable); returns the summary."""
     start_time = time.time()
     workdir = Path(workdir)
-    setup = build(config)  # every input check happens here, before any sampling
+    setup = build(config)  # every input check happens here, before any sampling or write
+    with workdirs.claim(workdir):  # one job per workdir; sweeps a killed run's partial files
+        return _sample_into(setup, config, workdir, start_time)
+
+
+def _sample_into(
+    setup: Setup, config: ml_collections.ConfigDict, workdir: Path, start_time: float
+) -> dict[str, Any]:
+    """run_ltg's work once the workdir is claimed."""
     plan, data = setup.plan, workdir / DATA_DIR
     record = run_record.make(config, **setup.hashes)
     if (workdir / CONFIG_FILE).is_file():
@@ -467,8 +521,6 @@ def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
 
     pid, nproc = jax.process_index(), jax.process_count()
     metadata = synthetic.metadata_path(data, pid, nproc)
-    if parallel.is_process_zero():
-        synthetic.remove_temp_files(workdir)  # a kill during an atomic write leaves its temp
     synthetic.repair_metadata(metadata)
     _sync("ltg_repaired")  # nobody writes before this barrier
     done = {r["index"] for r in synthetic.read_rows(data)}
@@ -476,16 +528,13 @@ def run_ltg(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
 
     positions = plan.class_positions()
     batches = pending_batches(plan.num_samples, done, int(config.batch_size))
-    bar = tqdm(
-        total=plan.num_samples,
-        initial=len(done),
-        desc="ltg",
-        unit="img",
-        disable=not parallel.is_process_zero(),
+    bar = parallel.progress(
+        total=plan.num_samples, initial=len(done), desc=progress_label(config), unit="img"
     )
     w = float(config.sampler.guidance.w)
-    for indices, write in batches:
-        out = sample_batch(setup, config, indices, positions)
+    for k, (indices, write) in enumerate(batches):
+        with parallel.ticking(bar, "compiling") if k == 0 else contextlib.nullcontext():
+            out = sample_batch(setup, config, indices, positions)
         local = parallel.process_batch_slice(indices.size)
         for j, i in enumerate(indices[local]):
             if not write[local][j]:
@@ -586,46 +635,51 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
     Rows are classes/prompts, `per_row` samples each; written by process 0 to workdir/grid.png.
     """
     info = inspect_folder(config.pipeline)
-    per_row = int(config.per_row)
+    per_row, batch = int(config.per_row), int(config.batch_size)
     scfg = sampler_config(config, info)
     mesh = parallel.data_mesh()
-    pipe = weights.load_pipeline(
-        info.path, dtype=DTYPES[config.dtype], remat=config.remat,
-        place=lambda x: parallel.replicate(x, mesh),
-    )  # fmt: skip
-    models_ = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
+    if batch % mesh.size:
+        raise ValueError(f"--config.batch_size={batch} must be a multiple of {mesh.size} devices")
     if info.kind == "class":
-        ids = np.asarray(_tuple(config.classes) or range(info.num_classes), np.int32)
+        ids = np.asarray(config_ints(config.classes, "classes") or range(info.num_classes))
         bad = [int(i) for i in ids if not 0 <= i < info.num_classes]
         if bad:
             raise ValueError(
                 f"class ids {bad} out of range [0, {info.num_classes}); fix --config.classes"
             )
-        cond = np.repeat(ids, per_row)
     else:
         prompts = [str(p) for p in _tuple(config.prompts)]
         if not prompts:
             raise ValueError("a text model needs --config.prompts (a list of prompts)")
-        cond = diffusion.encode_prompts(
-            pipe, [p for p in prompts for _ in range(per_row)], None, config.negative_prompt
-        )
-    n = len(jax.tree.leaves(cond)[0])
-    batch = int(config.batch_size)
-    if batch % mesh.size:
-        raise ValueError(f"--config.batch_size={batch} must be a multiple of {mesh.size} devices")
-    sampler = sampling.make_sampler(scfg, models_, mesh)
-    params = parallel.replicate(diffusion.pipeline_params(pipe), mesh)
-    images = []
-    for indices, write in pending_batches(n, set(), batch):
-        local = parallel.process_batch_slice(batch)
-        idx, c = parallel.host_local_to_global(
-            (indices[local], take_rows(cond, indices[local])), mesh
-        )
-        out = _run_sampler(sampler, params, idx, c, config.seed)
-        # Process 0 needs every row for the grid: gather the (small) images.
-        full = np.asarray(multihost_utils.process_allgather(out.images, tiled=True))
-        images.append(full[write])
-    path = Path(workdir) / "grid.png"
-    if parallel.is_process_zero():
-        io.save_grid(path, np.concatenate(images), columns=per_row)
+    decoded_shape(config, info)  # rejects a bad --config.resolution before loading
+    pipe = weights.load_pipeline(
+        info.path, dtype=DTYPES[config.dtype], remat=config.remat,
+        place=lambda x: parallel.replicate(x, mesh),
+    )  # fmt: skip
+    with workdirs.claim(workdir):  # before sampling: an unwritable workdir fails now
+        models_ = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
+        if info.kind == "class":
+            cond = np.repeat(ids.astype(np.int32), per_row)
+        else:
+            cond = diffusion.encode_prompts(
+                pipe, [p for p in prompts for _ in range(per_row)], None, config.negative_prompt
+            )
+        n = len(jax.tree.leaves(cond)[0])
+        sampler = sampling.make_sampler(scfg, models_, mesh)
+        params = parallel.replicate(diffusion.pipeline_params(pipe), mesh)
+        images = []
+        batches = pending_batches(n, set(), batch)
+        for indices, write in parallel.progress(batches, "grid", unit="batch"):
+            local = parallel.process_batch_slice(batch)
+            idx, c = parallel.host_local_to_global(
+                (indices[local], take_rows(cond, indices[local])), mesh
+            )
+            out = _run_sampler(sampler, params, idx, c, config.seed)
+            # Process 0 needs every row for the grid: gather the (small) images.
+            full = np.asarray(multihost_utils.process_allgather(out.images, tiled=True))
+            checks.require_finite({"images": full}, "the grid's images", finite_hint(config))
+            images.append(full[write])
+        path = Path(workdir) / "grid.png"
+        if parallel.is_process_zero():
+            io.save_grid(path, np.concatenate(images), columns=per_row)
     return path

@@ -16,18 +16,38 @@ from ltg_jax import io
 METRICS_FILE = "metrics.jsonl"
 
 
+def _row_key(row: Mapping[str, Any]) -> tuple:
+    """A row's identity: its step and which metrics it holds (not when it was written)."""
+    return int(row["step"]), tuple(sorted(k for k in row if k not in ("step", "time")))
+
+
 class MetricsWriter:
-    """Appends {'step', 'time', **scalars} rows to `workdir/metrics.jsonl` on process 0."""
+    """Appends {'step', 'time', **scalars} rows to `workdir/metrics.jsonl` on process 0.
+
+    A resumed run redoes the steps after its checkpoint: `resume_step` drops the rows a killed
+    run logged after that step, and a row written again for the same step and metrics replaces
+    the old one, so the file holds each (step, metrics) once.
+    """
 
     def __init__(
         self,
         workdir: str | os.PathLike,
         filename: str = METRICS_FILE,
         process_index: int | None = None,
+        resume_step: int | None = None,
     ):
         self.path = Path(workdir) / filename
         index = jax.process_index() if process_index is None else process_index
         self.active = index == 0  # one writer: every process would hold the same numbers
+        text = self.path.read_text() if self.active and self.path.exists() else ""
+        rows = io.read_jsonl(self.path) if text else []
+        kept = [r for r in rows if resume_step is None or int(r["step"]) <= resume_step]
+        if len(kept) < len(rows) or (text and not text.endswith("\n")):  # or a torn line
+            self._rewrite(kept)
+        self._written = {_row_key(r) for r in kept}
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        io.atomic_write_text(self.path, "".join(io.dumps(r) + "\n" for r in rows))
 
     def write(self, step: int, **scalars: Any) -> None:
         """Writes one row; jax/numpy scalars become floats."""
@@ -35,7 +55,11 @@ class MetricsWriter:
             return
         row = {"step": int(step), "time": time.time()}
         row.update({k: _plain(v) for k, v in scalars.items()})
+        key = _row_key(row)
+        if key in self._written:  # written before a restart: replace, never duplicate
+            self._rewrite([r for r in io.read_jsonl(self.path) if _row_key(r) != key])
         io.append_jsonl(self.path, [row])
+        self._written.add(key)
 
 
 def _plain(value: Any) -> Any:

@@ -31,16 +31,19 @@ import numpy as np
 
 from ltg_jax import (
     adapters,
+    checks,
     finetune,
     introspection,
     io,
     ltg_sampling,
     metrics,
+    parallel,
     predictor,
     predictor_training,
     report,
     run_record,
     weights,
+    workdirs,
 )
 from ltg_jax.data import datasets, synthetic
 
@@ -85,7 +88,13 @@ def check_runs_on_data(
 
 
 def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
-    """Loads and cross-checks predictor, oracle and diffusion folder; errors name the fix."""
+    """Loads and cross-checks predictor, oracle and diffusion folder; errors name the fix.
+
+    Everything a later stage would trip on is checked here, before the workdir is claimed:
+    the sampling config of each generated arm, every weight of the model folder (readable and
+    finite), and the manifests (parsed, and naming only files the run will write).
+    """
+    checks.check_config_finite(config)
     data = datasets.describe(config.data)
     bundle = ltg_sampling.load_bundle(config.predictor)
     oracle = ltg_sampling.load_bundle(config.oracle, "oracle")
@@ -104,18 +113,42 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     }
     if needs_generation(config):
         info = ltg_sampling.inspect_folder(config.pipeline)
+        weights.load_pipeline(info.path, place=lambda x: None)  # reads and checks, keeps none
         hashes["model_hash"] = weights.model_hash(info.path)
     for arm in SYNTHETIC_ARMS:
-        manifest = str(config.review.manifest[arm])
-        if manifest and not Path(manifest).is_file():
-            raise FileNotFoundError(
-                f"--config.review.manifest.{arm}={manifest}: no such file; write the accept/"
-                "reject list (JSON or CSV of file names) there, or set it to '' to use all"
-            )
+        check_manifest(config, arm, data)
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
     return Inputs(bundle, oracle, names, hashes, data)
+
+
+def arm_files(config: ml_collections.ConfigDict, arm: str, data: datasets.DatasetInfo) -> list:
+    """The metadata rows ({'file_name'}) an arm has, or will have once generated.
+
+    A generated arm's sampling config is validated here (a bad one fails before any stage).
+    """
+    if str(config.synthetic[arm]):
+        return synthetic.read_rows(str(config.synthetic[arm]))
+    plan = ltg_sampling.validate(arm_ltg_config(config, arm, data))[2]
+    return [{"file_name": f} for f in ltg_sampling.planned_files(plan)]
+
+
+def check_manifest(config: ml_collections.ConfigDict, arm: str, data: datasets.DatasetInfo):
+    """The arm's manifest exists, parses and names only files of the arm, before any stage."""
+    rows = arm_files(config, arm, data)
+    manifest = str(config.review.manifest[arm])
+    if not manifest:
+        return
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(
+            f"--config.review.manifest.{arm}={manifest}: no such file; write the accept/"
+            "reject list (JSON or CSV of file names) there, or set it to '' to use all"
+        )
+    try:
+        synthetic.filter_rows(rows, manifest)
+    except ValueError as e:
+        raise ValueError(f"--config.review.manifest.{arm}: {e}") from None
 
 
 def needs_generation(config: ml_collections.ConfigDict) -> bool:
@@ -369,6 +402,7 @@ def finetune_arm(
                 run_dir,
                 inputs.data,
                 int(config.eval.batch_size),
+                desc=f"fine-tune {arm} seed {int(seed)}",
             )
         )
         if fresh:
@@ -389,7 +423,15 @@ def run_mining(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     """The whole loop into `workdir` (resumable stage by stage); returns report.json's content."""
     start = time.time()
     workdir = Path(workdir)
-    inputs = check_inputs(config)  # every cheap check before any compute or write
+    inputs = check_inputs(config)  # every check before any compute or write
+    with workdirs.claim(workdir):
+        return _mine(config, workdir, inputs, start)
+
+
+def _mine(
+    config: ml_collections.ConfigDict, workdir: Path, inputs: Inputs, start: float
+) -> dict[str, Any]:
+    """run_mining's stages once the workdir is claimed."""
     check_workdir(workdir, run_record.make(config, **inputs.hashes))
     stages = Stages(workdir)
 
@@ -398,7 +440,10 @@ def run_mining(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
 
     # ---- 2. review: manifest + oracle filter, label fidelity, mean signals
     tic = time.time()
-    reviewed = {arm: review(config, arm, data[arm], inputs) for arm in SYNTHETIC_ARMS}
+    reviewed = {
+        arm: review(config, arm, data[arm], inputs)
+        for arm in parallel.progress(SYNTHETIC_ARMS, "review", unit="arm")
+    }
     stages.record("review", time.time() - tic)
 
     # ---- 3. fine-tune every (arm, seed) from the shipped predictor, evaluate on test
@@ -463,12 +508,14 @@ def write_report(
     split = str(config.eval.split)
     arms = {arm: report.aggregate_arm([r[split] for r in rs]) for arm, rs in results.items()}
     names = list(inputs.class_names)
+    bar = parallel.progress(total=2, desc="report", unit="part")
     report.plot_group_bars(workdir / "accuracy_groups.png", arms)
     report.plot_per_class(workdir / "accuracy_per_class.png", arms, names)
     report.plot_fidelity(
         workdir / "label_fidelity.png",
         {arm: r.summary["label_fidelity"] for arm, r in reviewed.items()},
     )
+    bar.update(1)
     clusters: list[dict[str, Any]] = []
     if "ltg" in reviewed and len(reviewed["ltg"].rows):
         ltg = reviewed["ltg"]
@@ -488,6 +535,8 @@ def write_report(
             per_class=per_class, num_clusters=int(config.report.clusters),
             columns=int(config.report.sheet_columns),
         )  # fmt: skip
+    bar.update(1)
+    bar.close()
     summaries = {arm: r.summary for arm, r in reviewed.items()}
     for arm, arm_report in arms.items():  # None for `real`: it trains on no generated data
         fid = summaries.get(arm, {}).get("label_fidelity")
@@ -566,6 +615,14 @@ def run_selection(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
     if str(config.eval.split) != "validation":
         raise ValueError("selection must use --config.eval.split=validation, never test")
     inputs = check_inputs(config)
+    with workdirs.claim(workdir):
+        return _select(config, workdir, inputs, start)
+
+
+def _select(
+    config: ml_collections.ConfigDict, workdir: Path, inputs: Inputs, start: float
+) -> dict[str, Any]:
+    """run_selection's sweep once the workdir is claimed."""
     check_workdir(workdir, run_record.make(config, **inputs.hashes))
     stages = Stages(workdir)
     real = load_real(config, "train")

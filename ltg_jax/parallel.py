@@ -7,13 +7,18 @@ points do.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+T = TypeVar("T")
 
 DATA_AXIS = "data"
 # Set to 1/true to call jax.distributed.initialize() (cluster auto-detection: Cloud TPU,
@@ -60,6 +65,31 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def is_process_zero() -> bool:
     """True on the process that writes shared files (metrics, configs, manifests)."""
     return jax.process_index() == 0
+
+
+def progress(iterable: Iterable[T] | None = None, desc: str = "", **kwargs: Any) -> tqdm:
+    """A tqdm bar shown on process 0 only (every process would show the same bar)."""
+    return tqdm(iterable, desc=desc, disable=not is_process_zero(), **kwargs)
+
+
+@contextlib.contextmanager
+def ticking(bar: tqdm, note: str, every: float = 1.0) -> Iterator[None]:
+    """Shows `note` on `bar` and keeps its clock running during one long call (a compile)."""
+    bar.set_postfix_str(note)
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.set_postfix_str("")
 
 
 def process_batch_slice(global_batch: int) -> slice:

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from ltg_jax import adapters, diffusion, ltg_sampling, parallel, sampling, signals, weights
+from ltg_jax import adapters, checks, diffusion, ltg_sampling, parallel, sampling, signals, weights
 from ltg_jax import predictor as predictors
 
 
@@ -134,13 +134,15 @@ class LTGPipeline:
         resolution = None if height is None and width is None else (height, width)
         if resolution is not None and None in resolution:
             raise ValueError("give both height and width, or neither (the model's own size)")
-        if not np.isfinite(ltg_scale):
-            raise ValueError(f"ltg_scale={ltg_scale} is not a finite number")
         weights_ = diffusion.parse_signal(signal)
         if "loss" in weights_ and (labels < 0).any():
             raise ValueError("signal 'loss' needs class_labels the predictor knows, one per prompt")
         cfg_scale = (
             sampling.DEFAULT_CFG_SCALE[self.kind] if guidance_scale is None else guidance_scale
+        )
+        checks.check_config_finite(
+            {"ltg_scale": float(ltg_scale), "guidance_scale": float(cfg_scale), "eta": float(eta)},
+            "",
         )
         batch = batch_size or min(n, 8)
         batch = -(-batch // self.mesh.size) * self.mesh.size  # a multiple of the devices
@@ -151,11 +153,16 @@ class LTGPipeline:
         known = (labels >= 0).all()  # 'loss' is only defined where every class is known
         images, scores = [], {}
         batches = [np.arange(i, i + batch) for i in range(0, n, batch)]
-        for idx in tqdm(batches, desc="ltg", unit="batch", disable=not progress):
+        label = "ltg" if ltg_scale else "unguided"
+        for idx in tqdm(batches, desc=label, unit="batch", disable=not progress):
             rows = np.minimum(idx, n - 1)  # the last batch repeats its last sample
             c = ltg_sampling.take_rows(cond, rows)
             out = sampler(self._params, rows.astype(np.int32), c, jax.random.key(seed), ltg_scale)
             keep = idx < n
+            checks.require_finite(
+                {"images": out.images}, f"the images of batch {idx.tolist()}",
+                "lower ltg_scale or guidance_scale, or load in float32; the weights may be bad",
+            )  # fmt: skip
             # Scored per batch: one compile for every call of this batch size.
             batch_scores = self._score(
                 self.predictor.params, out.images, labels[rows] if known else None

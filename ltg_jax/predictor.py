@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from ltg_jax import adapters, assets, io, signals
+from ltg_jax import adapters, assets, checks, io, signals
 from ltg_jax.models.conv import conv_general_dilated
 
 Array = jax.Array
@@ -317,6 +317,10 @@ def load_predictor(
         bundle = dataclasses.replace(
             bundle, heads=module, params={**bundle.params, "heads": heads_params}
         )
+    checks.require_finite(
+        bundle.params, f"the predictor's parameters ({spec}{f' + {heads}' if heads else ''})",
+        "it was saved from a diverged run: retrain it or use another bundle",
+    )  # fmt: skip
     return bundle
 
 

@@ -20,7 +20,17 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from ltg_jax import checkpointing, evaluation, io, metrics, predictor, run_record, signals
+from ltg_jax import (
+    checkpointing,
+    checks,
+    evaluation,
+    io,
+    metrics,
+    predictor,
+    run_record,
+    signals,
+    workdirs,
+)
 from ltg_jax.data import datasets, fashion_mnist, fashion_mnist_lt, pipeline
 
 Array = jax.Array
@@ -98,9 +108,22 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
-        return new_state, {"loss": loss, "accuracy": accuracy}
+        return new_state, {
+            "loss": loss,
+            "accuracy": accuracy,
+            "grad_norm": optax.global_norm(grads),
+        }
 
     return jax.jit(step, donate_argnums=0)
+
+
+def require_finite_step(step: int, step_metrics: Mapping[str, Any], where: str) -> None:
+    """Stops a predictor run (training or fine-tuning) at a non-finite loss or gradient."""
+    checks.require_finite_step(
+        step, {k: step_metrics[k] for k in ("loss", "grad_norm")}, where,
+        "Lower the learning rate (--config.train.learning_rate, or finetune.learning_rate in "
+        "the mining loop) and check the data and the initial weights for NaN",
+    )  # fmt: skip
 
 
 def make_predict(apply_fn: predictor.Predictor) -> Callable[[PyTree, Array], tuple[Array, Array]]:
@@ -149,7 +172,6 @@ def train_and_evaluate(
     Returns {'validation': report, 'test': report, ...} (None if stopped early).
     """
     workdir = Path(workdir)
-    is_main = jax.process_index() == 0
     # ---- input (first: a missing data folder fails before any compile)
     train_source = data_source(config.data, "train")
     dataset = pipeline.make_dataset(
@@ -161,13 +183,20 @@ def train_and_evaluate(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    checkpointing.save_config(workdir, config, shape_keys=("model",))
-
-    # ---- model, optimiser, state (restored if the workdir has one)
+    # ---- model, optimiser (a bad model config fails here, before the workdir is claimed)
+    checks.check_config_finite(config)
     model = create_model(config.model)
-    apply_fn = predictor.module_apply(model)
     tx = make_optimizer(config.train)
     params = init_params(model, jax.random.key(config.seed), jnp.zeros((1, *IMAGE_SHAPE)))
+    with workdirs.claim(workdir):
+        return _train_predictor(config, workdir, dataset, model, tx, params, stop_after_steps)
+
+
+def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_steps) -> dict | None:
+    """train_and_evaluate's work once the workdir is claimed: train, evaluate, export."""
+    is_main = jax.process_index() == 0
+    apply_fn = predictor.module_apply(model)
+    checkpointing.save_config(workdir, config, shape_keys=("model",))
     manager = checkpointing.create_manager(workdir, save_every=config.checkpoint_every)
     state, start_step = checkpointing.restore_or_init(manager, create_train_state(params, tx))
     num_steps = int(config.train.num_steps)
@@ -176,7 +205,7 @@ def train_and_evaluate(
     # ---- update loop
     train_step = make_train_step(apply_fn, tx)
     schedule = learning_rate_schedule(config.train)
-    writer = metrics.MetricsWriter(workdir)
+    writer = metrics.MetricsWriter(workdir, resume_step=start_step)
     started = time.perf_counter()
     window: list[dict] = []
     progress = tqdm(total=num_steps, initial=start_step, disable=not is_main, desc="predictor")
@@ -184,6 +213,7 @@ def train_and_evaluate(
         range(start_step + 1, last_step + 1), pipeline.iterate(dataset, start_step), strict=False
     ):
         state, step_metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
+        require_finite_step(step, step_metrics, f"training the predictor in {workdir}")
         window.append(step_metrics)
         if step % config.checkpoint_every == 0 or step == num_steps:
             checkpointing.save(manager, step, state, force=True)
@@ -329,6 +359,10 @@ def fit_heads(
         params, opt_state, loss = step(
             params, opt_state, features[idx], labels[idx], counts[:, idx]
         )
+        checks.require_finite_step(
+            i + 1, {"loss": loss}, "training the epistemic heads",
+            "Lower --config.heads.learning_rate and check the predictor's features for NaN",
+        )  # fmt: skip
         losses.append(float(loss))
     return params, losses
 
@@ -358,13 +392,10 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
     import path (load both with `predictor.load_predictor(spec, heads=...)`).
     """
     workdir = Path(workdir)
+    checks.check_config_finite(config)
     bundle, data_config = frozen_predictor(config)
     predictor_params = bundle.params["predictor"]
-    shape_keys = ("heads", "predictor_workdir", "predictor")
-    checkpointing.save_config(workdir, config, shape_keys=shape_keys)
     heads = create_heads(config.heads, bundle.num_classes)
-    manager = checkpointing.create_manager(workdir)
-
     # Features once: the predictor is frozen, so they never change during head training.
     train = datasets.load_split(data_config, "train", config.max_train_examples)
     outputs = predict(bundle.adapted_apply, predictor_params, train["image"], config.batch_size)
@@ -373,43 +404,49 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
         "params": init_params(heads, jax.random.key(0), features[:1]),
         "step": jnp.zeros((), jnp.int32),
     }
-    state, done = checkpointing.restore_or_init(manager, template)
-    if done == 0:
-        started = time.perf_counter()
-        heads_params, losses = fit_heads(
-            heads, config.heads, features, labels, jax.random.key(config.seed)
-        )
-        num_steps = int(config.heads.num_steps)
-        state = {"params": heads_params, "step": jnp.asarray(num_steps, jnp.int32)}
-        checkpointing.save(manager, num_steps, state, force=True)
-        writer = metrics.MetricsWriter(workdir)
-        for i in range(0, len(losses), max(1, config.log_every)):
-            writer.write(i + 1, **{"heads/loss": losses[i]})
-        writer.write(
-            len(losses), **{"heads/loss": losses[-1]}, seconds=time.perf_counter() - started
-        )
-    manager.close()
-    params = {"predictor": predictor_params, "heads": state["params"]}
-    member_logits = predictor.module_apply(heads)(state["params"], features)
-    head_accuracy = np.asarray(jnp.mean(jnp.argmax(member_logits, -1) == labels[:, None], axis=0))
-    summary = {
-        "train_accuracy_per_head": head_accuracy.tolist(),
-        "train_mean_epistemic": float(jnp.mean(signals.mutual_information(member_logits))),
-    }
-    if jax.process_index() == 0:
-        metadata = {
-            **bundle.metadata,
-            "heads_workdir": str(workdir),
-            "heads_train_mean_epistemic": summary["train_mean_epistemic"],
-        }
-        if isinstance(bundle.predictor, predictor.ConvClassifier):
-            predictor.save_predictor_bundle(
-                workdir / BUNDLE_FILE, bundle.predictor, params, heads, metadata=metadata
+    with workdirs.claim(workdir):
+        shape_keys = ("heads", "predictor_workdir", "predictor")
+        checkpointing.save_config(workdir, config, shape_keys=shape_keys)
+        manager = checkpointing.create_manager(workdir)
+        state, done = checkpointing.restore_or_init(manager, template)
+        if done == 0:
+            started = time.perf_counter()
+            heads_params, losses = fit_heads(
+                heads, config.heads, features, labels, jax.random.key(config.seed)
             )
-        else:
-            predictor.save_heads(workdir / HEADS_FILE, heads, state["params"], metadata)
-        io.atomic_write_json(workdir / "heads_summary.json", summary)
-    return {"params": params, "model": bundle.predictor, "heads": heads, **summary}
+            num_steps = int(config.heads.num_steps)
+            state = {"params": heads_params, "step": jnp.asarray(num_steps, jnp.int32)}
+            checkpointing.save(manager, num_steps, state, force=True)
+            writer = metrics.MetricsWriter(workdir, resume_step=0)
+            for i in range(0, len(losses), max(1, config.log_every)):
+                writer.write(i + 1, **{"heads/loss": losses[i]})
+            writer.write(
+                len(losses), **{"heads/loss": losses[-1]}, seconds=time.perf_counter() - started
+            )
+        manager.close()
+        params = {"predictor": predictor_params, "heads": state["params"]}
+        member_logits = predictor.module_apply(heads)(state["params"], features)
+        head_accuracy = np.asarray(
+            jnp.mean(jnp.argmax(member_logits, -1) == labels[:, None], axis=0)
+        )
+        summary = {
+            "train_accuracy_per_head": head_accuracy.tolist(),
+            "train_mean_epistemic": float(jnp.mean(signals.mutual_information(member_logits))),
+        }
+        if jax.process_index() == 0:
+            metadata = {
+                **bundle.metadata,
+                "heads_workdir": str(workdir),
+                "heads_train_mean_epistemic": summary["train_mean_epistemic"],
+            }
+            if isinstance(bundle.predictor, predictor.ConvClassifier):
+                predictor.save_predictor_bundle(
+                    workdir / BUNDLE_FILE, bundle.predictor, params, heads, metadata=metadata
+                )
+            else:
+                predictor.save_heads(workdir / HEADS_FILE, heads, state["params"], metadata)
+            io.atomic_write_json(workdir / "heads_summary.json", summary)
+        return {"params": params, "model": bundle.predictor, "heads": heads, **summary}
 
 
 def _predictor_metadata(predictor_workdir: str | os.PathLike) -> dict[str, Any]:

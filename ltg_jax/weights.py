@@ -38,6 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
+from ltg_jax import checks
 from ltg_jax.models import (
     AutoencoderKL,
     ClassEmbedder,
@@ -364,10 +365,20 @@ def _materialise(plan: _Plan, place: Callable[[np.ndarray], Any]) -> Params:
     One tensor at a time: the host copy of each is freed once it is placed, so loading never
     holds more than one float32 copy of the weights.
     """
-    flat = {}
+    flat, bad = {}, []
     for key, (path, _) in plan.expected.items():
-        arr = np.asarray(read_tensor(plan.tensors[key]), np.float32)
+        info = plan.tensors[key]
+        arr = np.asarray(read_tensor(info), np.float32)
+        if not np.isfinite(arr).all():  # NaN weights would sample black images, silently
+            bad.append(f"{info.path.parent.name}/{info.path.name}: {info.key}")
+            continue
         flat[path] = place(np.ascontiguousarray(from_torch_layout(arr, path[-1])))
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
+        raise checks.NonFiniteError(
+            f"{len(bad)} tensor(s) hold NaN or inf ({shown}); the weights are corrupt: "
+            "download or export them again"
+        )
     return traverse_util.unflatten_dict(flat)
 
 

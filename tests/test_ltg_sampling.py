@@ -280,9 +280,14 @@ def test_sigkill_mid_run_then_restart_equals_uninterrupted_run(assets, reference
     pngs, lines = _counts(data)
     assert 2 <= lines < 6 and pngs > lines, (pngs, lines)  # really killed mid-run
 
-    # A kill inside an atomic write leaves its temp file; the restart must clean it up.
-    (data / "001_item_1" / ".0000002.png.x1y2.tmp").write_bytes(b"partial")
+    # A kill inside an atomic write leaves its temp file; the restart must clean it up, and
+    # only it: another program's temp file in the workdir is not ours to delete.
+    (data / "001_item_1" / f".0000002.png.x1y2{io.PARTIAL_SUFFIX}").write_bytes(b"partial")
+    foreign = data / "001_item_1" / ".0000002.png.x1y2.tmp"
+    foreign.write_bytes(b"someone else's")
     subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=240, check=True)
+    assert foreign.read_bytes() == b"someone else's"
+    foreign.unlink()
 
     rows, ref_rows = synthetic.read_rows(data), synthetic.read_rows(ref / ltg_sampling.DATA_DIR)
     assert [r["index"] for r in rows] == list(range(6))  # every sample exactly once

@@ -110,14 +110,6 @@ def repair_metadata(path: str | os.PathLike) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
-def remove_temp_files(root: str | os.PathLike) -> int:
-    """Deletes the `.<name>.tmp` files of atomic writes a killed run left; returns how many."""
-    stale = list(Path(root).rglob(".*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)
-
-
 def read_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
     """Every complete row of metadata.jsonl and any part files, one per index, sorted by index."""
     root = Path(root)
@@ -138,7 +130,7 @@ def finalize_metadata(root: str | os.PathLike) -> list[dict[str, Any]]:
     """Rewrites metadata.jsonl as all rows sorted by index and removes the part files."""
     root = Path(root)
     rows = read_rows(root)
-    text = "".join(json.dumps(io.to_jsonable(r), sort_keys=True) + "\n" for r in rows)
+    text = "".join(io.dumps(r) + "\n" for r in rows)
     io.atomic_write_text(root / METADATA_FILE, text)
     for part in root.glob(PART_GLOB):
         part.unlink(missing_ok=True)

@@ -1,0 +1,91 @@
+"""Input and numeric checks shared by every job: a bad number stops a job with one clear line.
+
+NaN or inf in a config, in loaded weights, in a sampled batch, a loss or a gradient would
+otherwise give black images or a NaN model with exit status 0. Each check names where the
+bad value is and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+
+class NonFiniteError(ValueError):
+    """NaN or inf where a finite number is required (a config value, weights, a batch, a loss)."""
+
+
+def _leaves(value: Any, prefix: str):
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            yield from _leaves(sub, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list | tuple):
+        for i, sub in enumerate(value):
+            yield from _leaves(sub, f"{prefix}[{i}]")
+    else:
+        yield prefix, value
+
+
+def check_config_finite(config: ml_collections.ConfigDict | Mapping, prefix: str = "--config"):
+    """Raises NonFiniteError naming every float config value that is NaN or inf."""
+    bad = [
+        f"{key}={value}"
+        for key, value in _leaves(config, prefix)
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
+    if bad:
+        raise NonFiniteError(f"{', '.join(bad)}: use a finite number")
+
+
+def non_finite_names(tree: Any) -> list[str]:
+    """Paths ('a/b/kernel') of the leaves of a pytree of arrays that hold NaN or inf."""
+    names = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.asarray(leaf)
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            names.append("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path))
+    return names
+
+
+def require_finite(tree: Any, what: str, fix: str) -> None:
+    """Raises NonFiniteError if any array of `tree` holds NaN or inf, naming the leaves."""
+    names = non_finite_names(tree)
+    if names:
+        shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+        raise NonFiniteError(f"{what} hold NaN or inf ({shown}); {fix}")
+
+
+def require_finite_step(step: int, scalars: Mapping[str, Any], where: str, fix: str) -> None:
+    """Stops training at the first step whose loss or gradient norm is not finite.
+
+    Called before the step's state is saved, so every checkpoint on disk is finite.
+    """
+    bad = {k: float(v) for k, v in scalars.items() if not math.isfinite(float(v))}
+    if bad:
+        words = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteError(
+            f"{where}: {words} at step {step}; stopped before saving that step (earlier "
+            f"checkpoints are kept). {fix}"
+        )
+
+
+def config_ints(value: Any, field: str, hint: str = "") -> tuple[int, ...]:
+    """Integers of a list config field ('0,3', (0, 3), 3); an error names --config.<field>."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else (value,)
+    parts = [p.strip() for v in items for p in str(v).split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"--config.{field}={','.join(parts)}: expected integers, e.g. "
+            f"--config.{field}=0,3{hint}"
+        ) from None
