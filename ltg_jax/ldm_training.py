@@ -204,7 +204,7 @@ def make_vae_step(vae: models.AutoencoderKL, tx: optax.GradientTransformation, c
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
     return step
 
@@ -364,7 +364,7 @@ def make_ldm_step(unet, embedder, tx, config, alphas_cumprod):
             "opt_state": opt_state,
             "step": state["step"] + 1,
         }
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
     return step
 

@@ -473,7 +473,11 @@ def sample_batch(
     labels = np.asarray(setup.plan.predictor_ids, np.int32)[positions[indices[local]]]
     # 'loss' only where every class is the predictor's (a text run may name other classes).
     known = min(setup.plan.predictor_ids) >= 0
-    scores = setup.score(setup.bundle.params, images, labels if known else None)
+    # Scored as one global batch on the mesh, like the sampling: the same numbers however
+    # the devices are split over processes.
+    x, y = parallel.host_local_to_global((images, labels), setup.sampler.mesh)
+    scores = setup.score(setup.params["predictor"], x, y if known else None)
+    scores = parallel.global_to_host_local(scores)
     scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
     checks.require_finite(scores, "the predictor's signals", "check the predictor's weights")
     return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}

@@ -188,7 +188,8 @@ class Stages:
         """Stores a stage's wall time (the time it took when it actually ran)."""
         self.times[name] = round(float(seconds), 3)
         self.ran.append(name)
-        io.atomic_write_json(self.path, self.times)
+        if parallel.is_process_zero():
+            io.atomic_write_json(self.path, self.times)
 
 
 # ================================================================ stage 1: generate

@@ -40,6 +40,9 @@ def maybe_initialize_distributed(enable: bool | None = None, **kwargs: Any) -> b
         for arg, env in _ENV_ARGS.items():
             if arg not in kwargs and os.environ.get(env):
                 kwargs[arg] = int(os.environ[env])
+        if os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
+            # CPU processes need a collectives backend to share arrays (the default has none).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kwargs)
     return jax.distributed.is_initialized()
 

@@ -111,7 +111,7 @@ def make_train_step(
         return new_state, {
             "loss": loss,
             "accuracy": accuracy,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
 
     return jax.jit(step, donate_argnums=0)

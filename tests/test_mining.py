@@ -186,9 +186,10 @@ def test_manifest_naming_unknown_files_is_refused(models, finished, tmp_path):
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps(["009_ankle_boot/9999999.png"]))
     config = config_for(models, **{"review.manifest.ltg": str(manifest)})
-    inputs = mining.check_inputs(config)
-    with pytest.raises(ValueError, match="not in the dataset.*file_name"):
-        mining.review(config, "ltg", workdir / "synthetic" / "ltg" / "data", inputs)
+    fresh = tmp_path / "fresh"  # checked against the planned files before anything is generated
+    with pytest.raises(ValueError, match="review.manifest.ltg: .*not in the dataset.*file_name"):
+        mining.run_mining(config, fresh)
+    assert not fresh.exists()
     missing = config_for(models, **{"review.manifest.ltg": str(tmp_path / "none.json")})
     with pytest.raises(FileNotFoundError, match="review.manifest.ltg"):
         mining.check_inputs(missing)
