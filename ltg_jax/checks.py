@@ -8,12 +8,14 @@ bad value is and what to do.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
 import numpy as np
+
+T = TypeVar("T")
 
 
 class NonFiniteError(ValueError):
@@ -89,3 +91,15 @@ def config_ints(value: Any, field: str, hint: str = "") -> tuple[int, ...]:
             f"--config.{field}={','.join(parts)}: expected integers, e.g. "
             f"--config.{field}=0,3{hint}"
         ) from None
+
+
+def built(build: Callable[[], T], field: str = "model") -> T:
+    """`build()` (a model's construction and init); its failure is one line naming the field."""
+    try:
+        return build()
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"--config.{field}: the model cannot be built from it ({type(e).__name__}: "
+            f"{first}); fix those fields"
+        ) from e

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ltg_jax import checkpointing, evaluation, io, parallel, predictor, predictor_training
@@ -86,9 +85,10 @@ def finetune(
     kill would (for resumption tests); `desc` labels the progress bar.
     """
     tx = predictor_training.make_optimizer(train_config)
-    # A copy: the train step donates its state, and the bundle's params serve every run.
-    params0 = jax.tree.map(lambda x: jnp.array(x, copy=True), bundle.params["predictor"])
-    state0 = predictor_training.create_train_state(params0, tx)
+    mesh = parallel.data_mesh()
+    # A copy on the mesh: the train step donates its state, the bundle's params serve every run.
+    params0 = jax.tree.map(lambda x: np.array(x, copy=True), bundle.params["predictor"])
+    state0 = parallel.replicate(predictor_training.create_train_state(params0, tx), mesh)
     manager = checkpointing.create_manager(
         workdir, save_every=int(train_config["checkpoint_every"]), max_to_keep=1
     )
@@ -107,7 +107,9 @@ def finetune(
             batch_size=int(train_config["batch_size"]),
             synthetic_fraction=float(train_config["synthetic_fraction"]),
             augment=bool(train_config["augment"]),
-        )
+        )  # the global batch, the same on every process: each feeds its own rows
+        local = parallel.process_batch_slice(len(batch["label"]))
+        batch = parallel.host_local_to_global({k: v[local] for k, v in batch.items()}, mesh)
         with parallel.ticking(bar, "compiling") if step == start + 1 else contextlib.nullcontext():
             state, metrics = step_fn(state, batch)
         predictor_training.require_finite_step(step, metrics, f"fine-tuning in {workdir}")
@@ -125,7 +127,7 @@ def finetune(
         "final_loss": float(losses[-1]) if losses else None,
         "finished": last == num_steps,
     }
-    return state["params"], info
+    return checkpointing.host_state(state["params"]), info
 
 
 def evaluate(
@@ -166,5 +168,7 @@ def finetune_and_evaluate(
     result: dict[str, Any] = {"train": {**info, "num_synthetic": len(synthetic["label"])}}
     for split, arrays in eval_arrays.items():
         result[split] = evaluate(bundle, params, arrays, eval_batch_size, data)
-    io.atomic_write_json(workdir / EVAL_FILE, result)
+    if parallel.is_process_zero():
+        io.atomic_write_json(workdir / EVAL_FILE, result)
+    parallel.sync("finetune_evaluated")  # every process sees eval.json from here on
     return result

@@ -220,7 +220,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     checks.check_config_finite(config)
     vae = _vae_module(config.model)  # a bad model config fails here, before the claim
     tx = make_optimizer(config.train)
-    params = models.init_params(vae, jax.random.key(config.seed))
+    params = checks.built(lambda: models.init_params(vae, jax.random.key(config.seed)))
     with workdirs.claim(workdir):
         return _train_vae(config, workdir, vae, tx, params)
 
@@ -423,10 +423,12 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     vae, vae_params, vae_config = load_vae(config.vae_workdir)
     unet, embedder = ldm_modules(config.model)  # a bad model config fails before the claim
     rng = jax.random.key(config.seed)
-    params = {
-        "unet": models.init_params(unet, rng),
-        "class_embedder": models.init_params(embedder, jax.random.fold_in(rng, 1)),
-    }
+    params = checks.built(
+        lambda: {
+            "unet": models.init_params(unet, rng),
+            "class_embedder": models.init_params(embedder, jax.random.fold_in(rng, 1)),
+        }
+    )
     with workdirs.claim(workdir):
         return _train_ldm(config, workdir, (vae, vae_params, vae_config), unet, embedder, params)
 

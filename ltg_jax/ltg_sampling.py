@@ -298,12 +298,6 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: 
         )
 
 
-def _sync(name: str) -> None:
-    """Barrier across processes (no-op on one process)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
-
-
 # ================================================================ the run
 
 
@@ -526,9 +520,9 @@ def _sample_into(
     pid, nproc = jax.process_index(), jax.process_count()
     metadata = synthetic.metadata_path(data, pid, nproc)
     synthetic.repair_metadata(metadata)
-    _sync("ltg_repaired")  # nobody writes before this barrier
+    parallel.sync("ltg_repaired")  # nobody writes before this barrier
     done = {r["index"] for r in synthetic.read_rows(data)}
-    _sync("ltg_planned")  # nobody writes before every process has read the same done set
+    parallel.sync("ltg_planned")  # nobody writes before every process has read the same done set
 
     positions = plan.class_positions()
     batches = pending_batches(plan.num_samples, done, int(config.batch_size))
@@ -561,7 +555,7 @@ def _sample_into(
         bar.update(int(write.sum()))
     bar.close()
 
-    _sync("ltg_sampled")
+    parallel.sync("ltg_sampled")
     summary = {}
     if parallel.is_process_zero():
         rows = synthetic.finalize_metadata(data)
@@ -573,7 +567,7 @@ def _sample_into(
             generated=plan.num_samples - len(done),
         )
         io.atomic_write_json(workdir / SUMMARY_FILE, summary)
-    _sync("ltg_done")
+    parallel.sync("ltg_done")
     return summary
 
 

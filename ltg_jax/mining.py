@@ -464,17 +464,19 @@ def _mine(
     )  # fmt: skip
     stages.record("evaluate_shipped", time.time() - tic)
 
-    # ---- 4. report
-    tic = time.time()
-    out = write_report(config, workdir, inputs, reviewed, results, base, stages, start)
-    stages.record("report", time.time() - tic)
-    out["stage_wall_time_s"] = dict(stages.times)
-    # A resumed invocation is short; the stages' sum is what the whole run cost.
-    out["stage_wall_time_total_s"] = round(sum(stages.times.values()), 3)
-    out["wall_time_s"] = round(time.time() - start, 3)
-    io.atomic_write_json(workdir / REPORT_JSON, out)
-    io.atomic_write_text(workdir / REPORT_MD, report.markdown(out))
-    return out
+    # ---- 4. report: process 0 writes it, the others read what it wrote
+    if parallel.is_process_zero():
+        tic = time.time()
+        out = write_report(config, workdir, inputs, reviewed, results, base, stages, start)
+        stages.record("report", time.time() - tic)
+        out["stage_wall_time_s"] = dict(stages.times)
+        # A resumed invocation is short; the stages' sum is what the whole run cost.
+        out["stage_wall_time_total_s"] = round(sum(stages.times.values()), 3)
+        out["wall_time_s"] = round(time.time() - start, 3)
+        io.atomic_write_json(workdir / REPORT_JSON, out)
+        io.atomic_write_text(workdir / REPORT_MD, report.markdown(out))
+    parallel.sync("mining_reported")
+    return io.read_json(workdir / REPORT_JSON)
 
 
 def verdict(arms: Mapping[str, Mapping[str, Any]]) -> str:
@@ -577,8 +579,9 @@ def write_report(
 
 def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:
     """The closing lines: where the report is, and the 3 arms x groups table."""
+    arms = {arm: out["arms"][arm] for arm in ARMS if arm in out["arms"]}  # JSON sorts keys
     table = report.headline_table(
-        out["arms"],
+        arms,
         f"{out['split']} accuracy, mean ± std over seeds {out['seeds']} "
         f"(wall time {out['wall_time_s']:.0f} s)",
     )

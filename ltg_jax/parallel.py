@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -93,6 +94,12 @@ def ticking(bar: tqdm, note: str, every: float = 1.0) -> Iterator[None]:
         stop.set()
         thread.join()
         bar.set_postfix_str("")
+
+
+def sync(name: str) -> None:
+    """Barrier across processes (no-op on one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def process_batch_slice(global_batch: int) -> slice:

@@ -26,6 +26,7 @@ from ltg_jax import (
     evaluation,
     io,
     metrics,
+    parallel,
     predictor,
     run_record,
     signals,
@@ -187,7 +188,9 @@ def train_and_evaluate(
     checks.check_config_finite(config)
     model = create_model(config.model)
     tx = make_optimizer(config.train)
-    params = init_params(model, jax.random.key(config.seed), jnp.zeros((1, *IMAGE_SHAPE)))
+    params = checks.built(
+        lambda: init_params(model, jax.random.key(config.seed), jnp.zeros((1, *IMAGE_SHAPE)))
+    )
     with workdirs.claim(workdir):
         return _train_predictor(config, workdir, dataset, model, tx, params, stop_after_steps)
 
@@ -197,8 +200,10 @@ def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_ste
     is_main = jax.process_index() == 0
     apply_fn = predictor.module_apply(model)
     checkpointing.save_config(workdir, config, shape_keys=("model",))
+    mesh = parallel.data_mesh()
     manager = checkpointing.create_manager(workdir, save_every=config.checkpoint_every)
-    state, start_step = checkpointing.restore_or_init(manager, create_train_state(params, tx))
+    state0 = parallel.replicate(create_train_state(params, tx), mesh)
+    state, start_step = checkpointing.restore_or_init(manager, state0)
     num_steps = int(config.train.num_steps)
     last_step = num_steps if stop_after_steps is None else min(num_steps, stop_after_steps)
 
@@ -212,7 +217,9 @@ def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_ste
     for step, batch in zip(
         range(start_step + 1, last_step + 1), pipeline.iterate(dataset, start_step), strict=False
     ):
-        state, step_metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
+        # Each process holds its own shard of the global batch (make_dataset).
+        batch = parallel.host_local_to_global({k: batch[k] for k in ("image", "label")}, mesh)
+        state, step_metrics = train_step(state, batch)
         require_finite_step(step, step_metrics, f"training the predictor in {workdir}")
         window.append(step_metrics)
         if step % config.checkpoint_every == 0 or step == num_steps:
@@ -232,7 +239,8 @@ def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_ste
     if last_step < num_steps:
         return None
 
-    # ---- evaluation
+    # ---- evaluation (every process evaluates the whole split on its own device)
+    params = checkpointing.host_state(state["params"])
     results: dict[str, Any] = {
         "steps": num_steps,
         "train_seconds_this_run": train_seconds,
@@ -242,9 +250,7 @@ def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_ste
     eval_splits = [s for s in info.splits if s != "train"]  # 'full' has no validation split
     for split in eval_splits:
         arrays = datasets.load_split(config.data, split, config.eval.max_examples)
-        logits = predict(apply_fn, state["params"], arrays["image"], config.eval.batch_size)[
-            "logits"
-        ]
+        logits = predict(apply_fn, params, arrays["image"], config.eval.batch_size)["logits"]
         predicted = np.argmax(logits, -1)
         report = evaluation.accuracy_report(
             arrays["label"], predicted, info.class_names, info.groups()
@@ -264,7 +270,7 @@ def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_ste
         predictor.save_predictor_bundle(
             workdir / BUNDLE_FILE,
             model,
-            {"predictor": state["params"]},
+            {"predictor": params},
             metadata=_bundle_metadata(config, workdir, results),
         )
     return results

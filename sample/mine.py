@@ -6,7 +6,7 @@ python -m sample.mine --config configs/mine.py:select --workdir=runs/mine_select
 
 from pathlib import Path
 
-from ltg_jax import cli, mining
+from ltg_jax import cli, mining, parallel
 
 DEFAULT_CONFIG = str(cli.shipped_config("mine.py"))
 _CONFIG, _WORKDIR = cli.define_flags(
@@ -15,18 +15,21 @@ _CONFIG, _WORKDIR = cli.define_flags(
     default_config=DEFAULT_CONFIG,
     default_workdir="runs/mine",
 )
+_DISTRIBUTED = cli.define_distributed_flag()
 
 
 def main(argv):
     del argv
     cli.quiet_logging()
+    parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
     config = _CONFIG.value
     if config.variant == "select":
         out = mining.run_selection(config, _WORKDIR.value)
         print(f"selection: {Path(_WORKDIR.value) / mining.SELECTION_JSON} (best: {out['best']})")
         return
     out = mining.run_mining(config, _WORKDIR.value)
-    print(mining.headline(out, _WORKDIR.value), flush=True)
+    if parallel.is_process_zero():
+        print(mining.headline(out, _WORKDIR.value), flush=True)
 
 
 if __name__ == "__main__":

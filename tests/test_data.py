@@ -148,6 +148,17 @@ def test_processes_read_disjoint_shards():
     seen = [np.concatenate([shard[s]["index"] for s in range(len(shard))]) for shard in shards]
     assert len(seen[0]) == len(seen[1]) == 500
     assert not set(seen[0]) & set(seen[1])
+    # Together they read one process's global batches: the data do not depend on the split.
+    whole = pipeline.make_dataset(source, batch_size=100, seed=0, num_epochs=1, augment_images=True)
+    halves = [
+        pipeline.make_dataset(source, batch_size=100, seed=0, num_epochs=1, augment_images=True,
+                              process_index=p, process_count=2)
+        for p in range(2)
+    ]  # fmt: skip
+    for step in (0, 7):
+        for key in ("index", "image"):
+            joined = np.concatenate([h[step][key] for h in halves])
+            np.testing.assert_array_equal(joined, whole[step][key])
     with pytest.raises(ValueError, match="multiple of jax.process_count"):
         pipeline.make_dataset(source, batch_size=101, seed=0, process_count=2)
 

@@ -1,22 +1,28 @@
 """Several processes for real: jax.distributed on localhost with gloo CPU collectives.
 
-Two processes of one CPU device each must write byte for byte what one process with two
-(fake) CPU devices writes: the global batch, its sharding and every reduction are the same;
-only the processes differ. (Across device counts the images agree up to float rounding,
+Two processes of one CPU device each must write what one process with two (fake) CPU devices
+writes, byte for byte: the global batch, its sharding and every reduction are the same; only
+the processes differ. Sampling, the whole mining loop (fine-tuning on the mesh included) and
+predictor training are checked. (Across device counts the images agree up to float rounding,
 ±1 grey level in a few pixels: see tests/test_sampling.py.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from test_ltg_sampling import tiny_bundle, tiny_pipeline
 from test_mining import fashion_named
+
+from ltg_jax import predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:the load_module")]
@@ -100,15 +106,54 @@ def test_sample_ltg_on_two_processes_equals_one_process(models, tmp_path):
     same_files(tmp_path / "one" / "contact_sheets", tmp_path / "two" / "contact_sheets")
 
 
-def test_mining_generation_on_two_processes_equals_one_process(models, tmp_path):
+def without(obj, keys: set[str]):
+    """A JSON object less its run-specific keys (timings, absolute paths), at any depth."""
+    if isinstance(obj, dict):
+        return {k: without(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [without(v, keys) for v in obj]
+    return obj
+
+
+RUN_SPECIFIC = {"wall_time_s", "stage_wall_time_s", "stage_wall_time_total_s",
+                "stages_run_this_time", "seconds_this_run", "root"}  # fmt: skip
+
+
+def test_mining_loop_on_two_processes_equals_one_process(models, tmp_path):
+    """Generation, review, fine-tuning on the mesh (every arm and seed) and the report."""
+
     def cmd(workdir):
-        return [sys.executable, str(ROOT / "tests" / "multiprocess_mining_check.py"),
-                str(workdir), str(models["pipeline"]), str(models["predictor"]),
-                str(models["oracle"])]  # fmt: skip
+        return [sys.executable, "-m", "sample.mine", "--config", "mine:test",
+                f"--workdir={workdir}", f"--config.pipeline={models['pipeline']}",
+                f"--config.predictor={models['predictor']}",
+                f"--config.oracle={models['oracle']}"]  # fmt: skip
 
     run_processes(cmd(tmp_path / "two"), 2, tmp_path / "two")
     run_one_process(cmd(tmp_path / "one"), 2, tmp_path / "one.txt")
+    one, two = tmp_path / "one", tmp_path / "two"
     for arm in ("unguided", "ltg"):
-        one, two = (tmp_path / w / "synthetic" / arm for w in ("one", "two"))
-        same_files(one / "data", two / "data")
-        assert (one / "config.json").read_bytes() == (two / "config.json").read_bytes()
+        same_files(one / "synthetic" / arm / "data", two / "synthetic" / arm / "data")
+    evals = sorted(p.relative_to(one) for p in one.rglob("eval.json"))
+    assert len(evals) == 9  # 3 arms x 3 seeds
+    for name in [*evals, Path("report.json")]:
+        a, b = (json.loads((w / name).read_text()) for w in (one, two))
+        assert without(a, RUN_SPECIFIC) == without(b, RUN_SPECIFIC), name
+
+
+def test_predictor_training_on_two_processes_equals_one_process(tmp_path):
+    """Each process loads its rows of the same global batches; the params come out equal."""
+
+    def cmd(workdir):
+        return [sys.executable, "-m", "train.predictor", "--config", "predictor:test",
+                f"--workdir={workdir}"]  # fmt: skip
+
+    run_processes(cmd(tmp_path / "two"), 2, tmp_path / "two")
+    run_one_process(cmd(tmp_path / "one"), 2, tmp_path / "one.txt")
+    bundles = [predictor.load_predictor_bundle(tmp_path / w / "predictor_bundle.msgpack")
+               for w in ("one", "two")]  # fmt: skip
+    jax.tree.map(np.testing.assert_array_equal, bundles[0].params, bundles[1].params)
+    for name in ("eval_test.json", "eval_validation.json"):
+        a, b = (json.loads((tmp_path / w / name).read_text()) for w in ("one", "two"))
+        assert without(a, RUN_SPECIFIC | {"train_seconds_this_run"}) == without(
+            b, RUN_SPECIFIC | {"train_seconds_this_run"}
+        )

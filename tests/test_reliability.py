@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 from test_ltg_sampling import ltg_config, tiny_bundle, tiny_pipeline
+from test_mining import config_for as mining_config
+from test_mining import fashion_named
 
 from ltg_jax import (
     checks,
@@ -30,6 +32,7 @@ from ltg_jax import (
     io,
     ltg_sampling,
     metrics,
+    mining,
     predictor,
     predictor_training,
     weights,
@@ -98,6 +101,21 @@ def test_nan_weights_are_named_and_nothing_is_written(assets, tmp_path):
     ):
         ltg_sampling.run_ltg(ltg_config(assets, pipeline=str(folder)), workdir)
     assert not workdir.exists()
+
+
+def test_mining_on_nan_weights_stops_before_generating(tmp_path):
+    pipeline = tiny_pipeline(tmp_path / "model")
+    folder, key = poisoned_copy(pipeline, tmp_path / "nan_model", "vae")
+    models = {
+        "pipeline": folder,
+        "predictor": fashion_named(tiny_bundle(tmp_path / "b.msgpack")),
+        "oracle": fashion_named(tiny_bundle(tmp_path / "o.msgpack", heads=False)),
+    }
+    with pytest.raises(
+        checks.NonFiniteError, match=f"vae/diffusion_pytorch_model.safetensors: {key}"
+    ):
+        mining.run_mining(mining_config(models), tmp_path / "mine")
+    assert not (tmp_path / "mine").exists()
 
 
 def test_nan_predictor_bundle_is_refused(assets, tmp_path):
@@ -233,7 +251,7 @@ def test_failed_starts_leave_nothing_and_the_corrected_rerun_works(assets, tmp_p
 def test_a_bad_model_config_does_not_claim_a_trainer_workdir(tmp_path):
     config = cli.load_config_file(ROOT / "configs" / "predictor.py", "test")
     config.model.widths = (8, -4)
-    with pytest.raises(Exception, match="-4|negative|dimension"):
+    with pytest.raises(ValueError, match=r"--config.model: the model cannot be built .*-4"):
         predictor_training.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists()
 

@@ -56,21 +56,46 @@ def make_dataset(
 ) -> grain.MapDataset:
     """Batches {'image' [B,32,32,1], 'label' [B], 'index' [B]}; `dataset[step]` is step's batch.
 
-    Each process reads its own strided shard and batches `batch_size // process_count`
-    examples, so the global batch is `batch_size`. Epochs are reshuffled (seed, epoch).
+    Step k's global batch is elements [kB, (k+1)B) of the shuffled, augmented dataset, whatever
+    the process count; each process reads and batches only its `batch_size // process_count`
+    rows of it, so a run sees the same data on any split of its devices over processes.
+    Epochs are reshuffled (seed, epoch).
     """
     if batch_size % process_count:
         raise ValueError(
             f"batch_size {batch_size} is not divisible by the {process_count} processes; "
             "choose a multiple of jax.process_count()."
         )
-    dataset = grain.MapDataset.source(source)[process_index::process_count]
+    dataset = grain.MapDataset.source(source)
     if shuffle:
         dataset = dataset.shuffle(seed=seed)
     dataset = dataset.repeat(num_epochs).map(preprocess)
     if augment_images:
         dataset = dataset.random_map(augment, seed=seed + 1)
+    if process_count > 1:
+        rows = ProcessRows(dataset, batch_size, process_index, process_count)
+        dataset = grain.MapDataset.source(rows)
     return dataset.batch(batch_size // process_count, drop_remainder=drop_remainder)
+
+
+class ProcessRows(Sequence):
+    """One process's rows of each global batch of a random-access dataset (lazy).
+
+    Global batch k is elements [kB, (k+1)B); process p of P reads its contiguous block
+    [kB + p·B/P, kB + (p+1)·B/P), which is also its block of the sharded global array.
+    """
+
+    def __init__(self, dataset: Sequence, batch_size: int, index: int, count: int):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.rows = batch_size // count
+        self.offset = index * self.rows
+
+    def __len__(self) -> int:
+        return (len(self.dataset) // self.batch_size) * self.rows
+
+    def __getitem__(self, j: int):
+        batch, row = divmod(int(j), self.rows)
+        return self.dataset[batch * self.batch_size + self.offset + row]
 
 
 def iterate(
