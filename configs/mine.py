@@ -25,8 +25,8 @@ in a fresh workdir (the config changed, so the old workdir refuses it; copy synt
 
 RESULTS (2026-12-02, 2 CPU cores, jax 0.10.2, shipped LDM + predictor + oracle; copy of the
 report in docs/mine/): `make mine` took 298 s end to end (venv present, warm compile cache):
-generate ltg 62 s (288 images, epistemic w = 2, grad_through = unet), unguided 23 s, each of
-9 fine-tunes ~25 s. The same figures as the commit before the real-models issue, bit for bit.
+generate ltg 62 s (288 images, epistemic w = 2, grad_through = unet), unguided 21 s, each of
+9 fine-tunes ~23 s. The same figures as the commit before the real-models issue, bit for bit.
 Test accuracy, mean ± std over fine-tuning seeds 0-2 (one synthetic set per arm, so the spread
 does not include generation noise):
   arm       many           medium         few            overall
