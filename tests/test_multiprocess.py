@@ -19,14 +19,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_ltg_sampling import tiny_bundle, tiny_pipeline
-from test_mining import fashion_named
+import test_mining
 
 from ltg_jax import predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:the load_module")]
 TIMEOUT_S = 300
+models = test_mining.models  # the fixture: tiny models with Fashion-MNIST's class names
 
 
 def free_port() -> int:
@@ -81,16 +81,6 @@ def same_files(a: Path, b: Path, skip: tuple[str, ...] = ()) -> None:
     assert files(a) == files(b)
     for name in files(a):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mp_models")
-    return {
-        "pipeline": tiny_pipeline(root / "pipeline"),
-        "predictor": fashion_named(tiny_bundle(root / "bundle.msgpack")),
-        "oracle": fashion_named(tiny_bundle(root / "oracle.msgpack", heads=False)),
-    }
 
 
 def test_sample_ltg_on_two_processes_equals_one_process(models, tmp_path):
