@@ -458,12 +458,13 @@ def sample_batch(
     cond = take_rows(setup.cond_table, positions[indices[local]])
     idx, cond = parallel.host_local_to_global((indices[local], cond), setup.sampler.mesh)
     out = _run_sampler(setup.sampler, setup.params, idx, cond, config.seed)
-    images = parallel.global_to_host_local(out.images)
-    checks.require_finite(
-        {"images": images}, f"the sampled images of samples {indices[local].tolist()}",
-        finite_hint(config),
-    )  # fmt: skip
-    images = io.to_uint8(images).astype(np.float32) / 127.5 - 1.0
+    if not parallel.all_finite(out.images):
+        raise checks.NonFiniteError(
+            f"the sampled images of samples {indices.tolist()} hold NaN or inf; "
+            + finite_hint(config)
+        )
+    images = io.to_uint8(parallel.global_to_host_local(out.images)).astype(np.float32)
+    images = images / 127.5 - 1.0
     labels = np.asarray(setup.plan.predictor_ids, np.int32)[positions[indices[local]]]
     # 'loss' only where every class is the predictor's (a text run may name other classes).
     known = min(setup.plan.predictor_ids) >= 0
@@ -471,9 +472,13 @@ def sample_batch(
     # the devices are split over processes.
     x, y = parallel.host_local_to_global((images, labels), setup.sampler.mesh)
     scores = setup.score(setup.params["predictor"], x, y if known else None)
+    if not parallel.all_finite(scores):
+        raise checks.NonFiniteError(
+            f"the predictor's signals of samples {indices.tolist()} hold NaN or inf; check the "
+            f"predictor {config.predictor} and its input settings (--config.predictor_input)"
+        )
     scores = parallel.global_to_host_local(scores)
     scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
-    checks.require_finite(scores, "the predictor's signals", "check the predictor's weights")
     return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -94,6 +95,20 @@ def ticking(bar: tqdm, note: str, every: float = 1.0) -> Iterator[None]:
         stop.set()
         thread.join()
         bar.set_postfix_str("")
+
+
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every array of a pytree of global arrays is finite, alike on every process.
+
+    A host-local check would stop only the process holding the bad rows and leave the others
+    waiting at the next barrier.
+    """
+    return bool(_all_finite(jax.tree.leaves(tree)))
 
 
 def sync(name: str) -> None:
