@@ -123,7 +123,13 @@ def restore_latest(workdir: str | os.PathLike) -> tuple[PyTree, int]:
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"{workdir / CHECKPOINT_DIR} holds no finished checkpoint.")
-    state = manager.restore(step, args=ocp.args.StandardRestore())
+    # Onto this process's first device, whatever mesh saved it (8 GPUs -> 1 CPU works).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        manager.item_metadata(step).tree,
+    )
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
     manager.close()
     return state, int(step)
 

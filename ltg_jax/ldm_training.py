@@ -142,7 +142,12 @@ def _train_loop(
     on_checkpoint: Callable[[dict, int], None],
     desc: str,
 ) -> dict:
-    """Steps `start_step..num_steps`, logging, checkpointing and calling `on_checkpoint`."""
+    """Steps `start_step..num_steps`, logging, checkpointing and calling `on_checkpoint`.
+
+    `state` lives on the data mesh; each process feeds its rows of every global batch.
+    `on_checkpoint` gets the state as host arrays. Returns the final state as host arrays.
+    """
+    mesh = parallel.data_mesh()
     writer = metrics.MetricsWriter(workdir, resume_step=start_step)
     num_steps = int(config.train.num_steps)
     batches = pipeline.iterate(dataset, start_step)
@@ -155,7 +160,7 @@ def _train_loop(
     )
     tic = time.time()
     for step in bar:
-        state, stats = step_fn(state, next(batches))
+        state, stats = step_fn(state, parallel.host_local_to_global(next(batches), mesh))
         done = step + 1
         checks.require_finite_step(
             done, {k: stats[k] for k in ("loss", "grad_norm")}, f"training the {desc} in {workdir}",
@@ -168,9 +173,9 @@ def _train_loop(
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
         if done % config.checkpoint_every == 0 or done == num_steps:
             checkpointing.save(manager, done, state, force=done == num_steps)
-            on_checkpoint(state, done)
+            on_checkpoint(checkpointing.host_state(state), done)
     manager.close()
-    return state
+    return checkpointing.host_state(state)
 
 
 # ================================================================ VAE
@@ -230,13 +235,15 @@ def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
     checkpointing.save_config(workdir, config)
     state, start = checkpointing.restore_or_init(
         manager := checkpointing.create_manager(workdir, save_every=config.checkpoint_every),
-        ptrain.create_train_state(params, tx),
+        parallel.replicate(ptrain.create_train_state(params, tx), parallel.data_mesh()),
     )
     dataset = pipeline.make_dataset(
         ptrain.data_source(config.data, "train"),
         batch_size=config.train.batch_size,
         seed=config.seed,
         augment_images=False,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     test = datasets.load_split(config.data, "test", max_examples=int(config.eval.max_examples))
 
@@ -244,7 +251,8 @@ def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
         first = {"image": test["image"][:32]}  # only what the grid shows
         recon = _decode(vae, state["params"], encode_mean(vae, state["params"], first))["image"]
         grid = np.concatenate([first["image"], np.asarray(recon)])
-        io.save_grid(workdir / f"reconstructions_{step:06d}.png", grid, columns=16)
+        if parallel.is_process_zero():
+            io.save_grid(workdir / f"reconstructions_{step:06d}.png", grid, columns=16)
 
     state = _train_loop(
         workdir=workdir,
@@ -439,12 +447,14 @@ def _train_ldm(config, workdir: Path, vae_parts, unet, embedder, params) -> dict
     checkpointing.save_config(workdir, config)
     tx = make_optimizer(config.train)
     init = {**ptrain.create_train_state(params, tx), "ema_params": params}
+    init = parallel.replicate(init, parallel.data_mesh())
     manager = checkpointing.create_manager(workdir, save_every=config.checkpoint_every)
     state, start = checkpointing.restore_or_init(manager, init)
     arrays = cached_latents(workdir, vae, vae_params, vae_config, config.data)
     dataset = pipeline.make_array_dataset(
-        arrays, batch_size=config.train.batch_size, seed=config.seed
-    )
+        arrays, batch_size=config.train.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )  # fmt: skip
     alphas = schedulers.alphas_cumprod_from_config(scheduler_config_dict(config.schedule))
     sampler_config = {
         "scheduler": scheduler_config_dict(config.schedule),
@@ -461,19 +471,21 @@ def _train_ldm(config, workdir: Path, vae_parts, unet, embedder, params) -> dict
         )
         if sampler is None:
             models_fn = diffusion.class_conditional_models(pipe)
-            sampler = sampling.make_sampler(sampler_config, models_fn)
+            # The grid is small: each process draws it on its own first device.
+            local = parallel.data_mesh(jax.local_devices()[:1])
+            sampler = sampling.make_sampler(sampler_config, models_fn, local)
         out = sampler(
             diffusion.pipeline_params(pipe),
             np.arange(grid_labels.size, dtype=np.int32),
             grid_labels,
             jax.random.key(config.seed),
         )
-        io.save_grid(
-            workdir / f"samples_{step:06d}.png",
-            np.asarray(out.images),
-            columns=int(config.sample.grid_per_class),
-        )
         if parallel.is_process_zero():
+            io.save_grid(
+                workdir / f"samples_{step:06d}.png",
+                np.asarray(out.images),
+                columns=int(config.sample.grid_per_class),
+            )
             export_pipeline(pipe, workdir / PIPELINE_DIR)
 
     _train_loop(

@@ -410,6 +410,8 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
         "params": init_params(heads, jax.random.key(0), features[:1]),
         "step": jnp.zeros((), jnp.int32),
     }
+    mesh = parallel.data_mesh()  # every process fits the same heads; orbax saves them as one
+    template = parallel.replicate(template, mesh)
     with workdirs.claim(workdir):
         shape_keys = ("heads", "predictor_workdir", "predictor")
         checkpointing.save_config(workdir, config, shape_keys=shape_keys)
@@ -421,7 +423,8 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
                 heads, config.heads, features, labels, jax.random.key(config.seed)
             )
             num_steps = int(config.heads.num_steps)
-            state = {"params": heads_params, "step": jnp.asarray(num_steps, jnp.int32)}
+            state = {"params": heads_params, "step": np.asarray(num_steps, np.int32)}
+            state = parallel.replicate(state, mesh)
             checkpointing.save(manager, num_steps, state, force=True)
             writer = metrics.MetricsWriter(workdir, resume_step=0)
             for i in range(0, len(losses), max(1, config.log_every)):
@@ -430,6 +433,7 @@ def train_epistemic_heads(config: ml_collections.ConfigDict, workdir: str | os.P
                 len(losses), **{"heads/loss": losses[-1]}, seconds=time.perf_counter() - started
             )
         manager.close()
+        state = checkpointing.host_state(state)
         params = {"predictor": predictor_params, "heads": state["params"]}
         member_logits = predictor.module_apply(heads)(state["params"], features)
         head_accuracy = np.asarray(

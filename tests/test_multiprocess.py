@@ -3,8 +3,8 @@
 Two processes of one CPU device each must write what one process with two (fake) CPU devices
 writes, byte for byte: the global batch, its sharding and every reduction are the same; only
 the processes differ. Sampling, the whole mining loop (fine-tuning on the mesh included) and
-predictor training are checked. (Across device counts the images agree up to float rounding,
-±1 grey level in a few pixels: see tests/test_sampling.py.)
+every trainer (predictor, epistemic heads, VAE, LDM) are checked. (Across device counts the
+images agree up to float rounding, ±1 grey level in a few pixels: see tests/test_sampling.py.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import test_mining
 
-from ltg_jax import predictor
+from ltg_jax import checkpointing
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:the load_module")]
@@ -73,6 +73,14 @@ def run_one_process(cmd: list[str], devices: int, log: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def run_split(split: str, cmd: list[str], log: Path) -> None:
+    """`cmd` on two devices: as two processes of one ('two') or one process of two ('one')."""
+    if split == "two":
+        run_processes(cmd, 2, log)
+    else:
+        run_one_process(cmd, 2, log.with_suffix(".txt"))
+
+
 def same_files(a: Path, b: Path, skip: tuple[str, ...] = ()) -> None:
     """Every file under `a` is under `b` with the same bytes, and no other file is there."""
     files = lambda root: sorted(
@@ -90,8 +98,8 @@ def test_sample_ltg_on_two_processes_equals_one_process(models, tmp_path):
                 f"--config.predictor={models['predictor']}", "--config.classes=1,4",
                 "--config.samples_per_class=3", "--config.batch_size=2"]  # fmt: skip
 
-    run_processes(cmd(tmp_path / "two"), 2, tmp_path / "two")
-    run_one_process(cmd(tmp_path / "one"), 2, tmp_path / "one.txt")
+    for w in ("one", "two"):
+        run_split(w, cmd(tmp_path / w), tmp_path / w)
     same_files(tmp_path / "one" / "data", tmp_path / "two" / "data")
     same_files(tmp_path / "one" / "contact_sheets", tmp_path / "two" / "contact_sheets")
 
@@ -118,8 +126,8 @@ def test_mining_loop_on_two_processes_equals_one_process(models, tmp_path):
                 f"--config.predictor={models['predictor']}",
                 f"--config.oracle={models['oracle']}"]  # fmt: skip
 
-    run_processes(cmd(tmp_path / "two"), 2, tmp_path / "two")
-    run_one_process(cmd(tmp_path / "one"), 2, tmp_path / "one.txt")
+    for w in ("one", "two"):
+        run_split(w, cmd(tmp_path / w), tmp_path / w)
     one, two = tmp_path / "one", tmp_path / "two"
     for arm in ("unguided", "ltg"):
         same_files(one / "synthetic" / arm / "data", two / "synthetic" / arm / "data")
@@ -130,20 +138,46 @@ def test_mining_loop_on_two_processes_equals_one_process(models, tmp_path):
         assert without(a, RUN_SPECIFIC) == without(b, RUN_SPECIFIC), name
 
 
-def test_predictor_training_on_two_processes_equals_one_process(tmp_path):
+def equal_params(a: Path, b: Path) -> None:
+    """The latest checkpoints of two workdirs (saved on 2 devices) hold the same arrays."""
+    (state_a, step_a), (state_b, step_b) = (checkpointing.restore_latest(w) for w in (a, b))
+    assert step_a == step_b
+    jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+
+
+def same_json(a: Path, b: Path, skip: set[str] = RUN_SPECIFIC) -> None:
+    assert without(json.loads(a.read_text()), skip) == without(json.loads(b.read_text()), skip), a
+
+
+def test_predictor_and_heads_training_on_two_processes_equal_one_process(tmp_path):
     """Each process loads its rows of the same global batches; the params come out equal."""
-
-    def cmd(workdir):
-        return [sys.executable, "-m", "train.predictor", "--config", "predictor:test",
-                f"--workdir={workdir}"]  # fmt: skip
-
-    run_processes(cmd(tmp_path / "two"), 2, tmp_path / "two")
-    run_one_process(cmd(tmp_path / "one"), 2, tmp_path / "one.txt")
-    bundles = [predictor.load_predictor_bundle(tmp_path / w / "predictor_bundle.msgpack")
-               for w in ("one", "two")]  # fmt: skip
-    jax.tree.map(np.testing.assert_array_equal, bundles[0].params, bundles[1].params)
+    predictor_cmd = [sys.executable, "-m", "train.predictor", "--config", "predictor:test"]
+    heads_cmd = [sys.executable, "-m", "train.epistemic_head", "--config", "epistemic_head:test"]
+    for w in ("one", "two"):
+        run_split(w, [*predictor_cmd, f"--workdir={tmp_path / w / 'predictor'}"], tmp_path / w)
+        run_split(w, [*heads_cmd, f"--workdir={tmp_path / w / 'heads'}",
+                      f"--config.predictor_workdir={tmp_path / w / 'predictor'}"],
+                  tmp_path / f"{w}_heads")  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    for job in ("predictor", "heads"):
+        equal_params(one / job, two / job)
     for name in ("eval_test.json", "eval_validation.json"):
-        a, b = (json.loads((tmp_path / w / name).read_text()) for w in ("one", "two"))
-        assert without(a, RUN_SPECIFIC | {"train_seconds_this_run"}) == without(
-            b, RUN_SPECIFIC | {"train_seconds_this_run"}
-        )
+        same_json(one / "predictor" / name, two / "predictor" / name,
+                  RUN_SPECIFIC | {"train_seconds_this_run"})  # fmt: skip
+    same_json(one / "heads" / "heads_summary.json", two / "heads" / "heads_summary.json")
+
+
+def test_vae_and_ldm_training_on_two_processes_equal_one_process(tmp_path):
+    """The embedded default's trainers: same checkpoints, same exported pipeline folder."""
+    vae_cmd = [sys.executable, "-m", "train.vae", "--config", "vae:test"]
+    ldm_cmd = [sys.executable, "-m", "train.ldm", "--config", "ldm:test"]
+    for w in ("one", "two"):
+        run_split(w, [*vae_cmd, f"--workdir={tmp_path / w / 'vae'}"], tmp_path / w)
+        run_split(w, [*ldm_cmd, f"--workdir={tmp_path / w / 'ldm'}",
+                      f"--config.vae_workdir={tmp_path / w / 'vae'}"],
+                  tmp_path / f"{w}_ldm")  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    for job in ("vae", "ldm"):
+        equal_params(one / job, two / job)
+    same_json(one / "vae" / "vae_config.json", two / "vae" / "vae_config.json")
+    same_files(one / "ldm" / "pipeline", two / "ldm" / "pipeline")

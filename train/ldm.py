@@ -3,16 +3,18 @@
 python -m train.ldm --config configs/ldm.py --workdir runs/ldm
 """
 
-from ltg_jax import cli, ldm_training
+from ltg_jax import cli, ldm_training, parallel
 
 _CONFIG, _WORKDIR = cli.define_flags(
     "configs/ldm.py:VARIANT", "Folder of checkpoints, metrics and results."
 )
+_DISTRIBUTED = cli.define_distributed_flag()
 
 
 def main(argv):
     del argv
     cli.quiet_logging()
+    parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
     ldm_training.train_ldm(_CONFIG.value, _WORKDIR.value)
 
 

@@ -146,7 +146,12 @@ def make_array_dataset(
             f"batch_size {batch_size} is not divisible by the {process_count} processes; "
             "choose a multiple of jax.process_count()."
         )
-    dataset = grain.MapDataset.source(ArraySource(arrays))[process_index::process_count]
+    dataset = grain.MapDataset.source(ArraySource(arrays))
     if shuffle:
         dataset = dataset.shuffle(seed=seed)
-    return dataset.repeat(num_epochs).batch(batch_size // process_count)
+    dataset = dataset.repeat(num_epochs)
+    if process_count > 1:  # as in make_dataset: the same global batches on any process count
+        dataset = grain.MapDataset.source(
+            ProcessRows(dataset, batch_size, process_index, process_count)
+        )
+    return dataset.batch(batch_size // process_count)
