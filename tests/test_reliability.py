@@ -26,6 +26,7 @@ from test_mining import config_for as mining_config
 from test_mining import fashion_named
 
 from ltg_jax import (
+    checkpointing,
     checks,
     cli,
     finetune,
@@ -162,7 +163,7 @@ def test_training_stops_at_the_first_non_finite_loss(assets, tmp_path):
     with pytest.raises(checks.NonFiniteError, match=r"fine-tuning in .*: loss=nan.* at step \d"):
         finetune.finetune(bundle, real, {"image": real["image"][:0], "label": real["label"][:0]},
                           train, 0, tmp_path / "ft")  # fmt: skip
-    state, step = predictor_training.checkpointing.restore_latest(tmp_path / "ft")
+    state, step = checkpointing.restore_latest(tmp_path / "ft")
     assert step < 6 and not checks.non_finite_names(state["params"])  # what was saved is finite
 
 

@@ -90,6 +90,16 @@ def test_manifest_filters(tmp_path, name, content, expected):
     assert data.images.shape[0] == len(expected)
 
 
+@pytest.mark.parametrize("word", ["acept", ""])
+def test_manifest_decision_typos_and_blanks_are_errors(tmp_path, word):
+    make_dataset(tmp_path / "d")
+    path = tmp_path / "m.csv"
+    row = f"0000001.png,{word}" if word else "0000001.png"  # a typo, or no decision at all
+    path.write_text(f"file_name,decision\n0000000.png,accept\n{row}\n")
+    with pytest.raises(ValueError, match=rf"m.csv, line 3: decision '{word}' is neither accept"):
+        synthetic.load_synthetic(tmp_path / "d", manifest=path)
+
+
 def test_manifest_unknown_names_are_an_error(tmp_path):
     make_dataset(tmp_path / "d")
     path = tmp_path / "m.json"

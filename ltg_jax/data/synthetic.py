@@ -24,6 +24,8 @@ import numpy as np
 from ltg_jax import io
 
 METADATA_FILE = "metadata.jsonl"
+ACCEPT_WORDS = frozenset({"accept", "accepted", "1", "true", "yes"})
+REJECT_WORDS = frozenset({"reject", "rejected", "0", "false", "no"})
 PART_GLOB = "metadata-p*.jsonl"
 
 
@@ -145,7 +147,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str] | None, list[str]]
 
     JSON: a list of accepted files, or {"accept": [...], "reject": [...]} (either optional).
     CSV: a `file_name` (or `file`) column and an optional `decision` column (accept/reject,
-    1/0, true/false); without a header, one accepted file per line.
+    1/0, true/false, yes/no; any other word, or a blank, is an error naming the line);
+    without a header, one accepted file per line.
     """
     path = Path(path)
     if not path.is_file():
@@ -172,9 +175,16 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str] | None, list[str]]
         return [r[0].strip() for r in table], []
     col, dec = header.index(key), header.index("decision") if "decision" in header else None
     accept, reject = [], []
-    for r in table[1:]:
-        keep = dec is None or r[dec].strip().lower() in ("accept", "accepted", "1", "true", "yes")
-        (accept if keep else reject).append(r[col].strip())
+    for line, r in enumerate(table[1:], start=2):
+        # No decision column: the listed files are accepted. A missing cell reads as blank.
+        word = "accept" if dec is None else (r[dec] if dec < len(r) else "").strip().lower()
+        if word not in ACCEPT_WORDS | REJECT_WORDS:  # a typo must not silently reject
+            raise ValueError(
+                f"{path}, line {line}: decision {word!r} is neither accept "
+                f"({', '.join(sorted(ACCEPT_WORDS))}) nor reject "
+                f"({', '.join(sorted(REJECT_WORDS))}); fix it or drop the line"
+            )
+        (accept if word in ACCEPT_WORDS else reject).append(r[col].strip())
     return accept, reject
 
 
