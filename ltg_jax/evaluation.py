@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ltg_jax import io, metrics, predictor
+from ltg_jax import io, metrics, predictor, workdirs
 from ltg_jax.data import datasets
 
 SIGNAL_ORDER = ("entropy", "energy", "max_softmax", "epistemic", "loss")
@@ -199,11 +199,12 @@ def run_signal_evaluation(
         "accuracy": accuracy_report(arrays["label"], predictions, info.class_names, info.groups()),
         "auroc": aurocs,
     }
-    if jax.process_index() == 0:
-        io.atomic_write_json(workdir / AUROC_FILE, result)
-        plot_signal_histograms(
-            workdir / HISTOGRAM_FILE, outputs, arrays["label"], predictions, info.groups()
-        )
+    with workdirs.claim(workdir):
+        if jax.process_index() == 0:
+            io.atomic_write_json(workdir / AUROC_FILE, result)
+            plot_signal_histograms(
+                workdir / HISTOGRAM_FILE, outputs, arrays["label"], predictions, info.groups()
+            )
     metrics.print_table(
         [{"signal": name, **values} for name, values in aurocs.items()],
         title=f"AUROC on {config.split} ({len(predictions)} images; higher = signal finds them)",

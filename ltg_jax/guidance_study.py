@@ -18,7 +18,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from ltg_jax import io, ltg_sampling, metrics, mining, predictor
+from ltg_jax import io, ltg_sampling, metrics, mining, predictor, workdirs
 from ltg_jax.data import synthetic
 
 SIGNALS_REPORTED = ("epistemic", "entropy", "energy")
@@ -91,6 +91,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     workdir = Path(workdir)
     bundle = ltg_sampling.load_bundle(config.ltg.predictor)
     oracle = ltg_sampling.load_bundle(config.oracle, "oracle")
+    with workdirs.claim(workdir):  # each setting's run_ltg claims its own subfolder
+        return _study(config, workdir, bundle, oracle)
+
+
+def _study(config: ml_collections.ConfigDict, workdir: Path, bundle, oracle) -> dict[str, Any]:
+    """run_study's settings and outputs once the workdir is claimed."""
     rows, grid = [], []
     for w, grad_through in settings(config):
         name = setting_name(w, grad_through)
