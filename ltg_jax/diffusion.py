@@ -250,15 +250,30 @@ def predictor_signal(
 
 
 def adapted_scorer(
-    bundle: predictor.PredictorBundle, adapter: adapters.InputAdapter | None = None
+    bundle: predictor.PredictorBundle,
+    adapter: adapters.InputAdapter | None = None,
+    *,
+    predictions: bool = False,
 ) -> Callable[..., dict[str, jax.Array]]:
     """Jitted score(params, decoded images [B,H,W,C] in [-1,1], labels|None) -> {signal: [B]}.
 
-    Compiled once per shape: build it once and reuse it (a new closure would retrace).
+    `predictions` adds the predictor's verdict from the same pass: 'predicted_class' [B]
+    (argmax) and 'predicted_prob' [B] (its softmax probability). Compiled once per shape:
+    build it once and reuse it (a new closure would retrace).
     """
     adapter = bundle.input_adapter if adapter is None else adapter
-    score = bundle.scorer(channels=None).jitted
-    return jax.jit(lambda p, x, y=None: score(p, adapters.adapt(x, adapter), y))
+    score = bundle.scorer(channels=None, return_outputs=predictions).jitted
+
+    def _score(p, x, y=None):
+        out = score(p, adapters.adapt(x, adapter), y)
+        if predictions:
+            probs = jax.nn.softmax(out.pop("logits").astype(jnp.float32), -1)
+            out.pop("features")
+            out["predicted_class"] = jnp.argmax(probs, -1).astype(jnp.int32)
+            out["predicted_prob"] = jnp.max(probs, -1)
+        return out
+
+    return jax.jit(_score)
 
 
 def with_signal(

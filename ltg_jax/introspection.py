@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans
 
-from ltg_jax import io
+from ltg_jax import sheets
 
 
 def hardest_indices(
@@ -41,6 +41,11 @@ def cluster_features(features: np.ndarray, num_clusters: int, seed: int = 0) -> 
     return km.labels_.astype(np.int32)
 
 
+def captions_of(rows: Sequence[Mapping[str, Any]] | None, picks: np.ndarray) -> list:
+    """Tile captions (sheets.caption) of the picked rows; None each when there are no rows."""
+    return [None if rows is None else sheets.caption(rows[i]) for i in picks]
+
+
 def cluster_hardest(
     images: np.ndarray,
     features: np.ndarray,
@@ -53,30 +58,40 @@ def cluster_hardest(
     num_clusters: int,
     columns: int = 8,
     seed: int = 0,
+    rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Clusters each class's hardest samples; one PNG per (class, cluster); returns the list.
 
-    images [N,H,W,C] in [-1,1], features [N,D], labels [N], scores [N] (higher = harder).
-    Each entry: class_id, class_name, cluster, size, mean_score, sheet (path relative to
-    out_dir's parent), rows (indices into the inputs).
+    images [N,H,W,C] in [-1,1], features [N,D], labels [N], scores [N] (higher = harder),
+    rows [N] the metadata rows (for captions). Each entry: class_id, class_name, cluster,
+    size, mean_score, sheet (path relative to out_dir's parent), rows (indices into the
+    inputs, hardest first).
     """
     out_dir = Path(out_dir)
     clusters = []
-    for k, rows in sorted(hardest_indices(labels, scores, per_class).items()):
-        assign = cluster_features(features[rows], num_clusters, seed)
+    for k, picks in sorted(hardest_indices(labels, scores, per_class).items()):
+        assign = cluster_features(features[picks], num_clusters, seed)
         # Largest cluster first: the most common failure mode leads.
         order = sorted(np.unique(assign), key=lambda c: (-np.sum(assign == c), c))
         for rank, c in enumerate(order):
-            members = rows[assign == c]
+            members = picks[assign == c]  # still hardest first
             name = f"{k:03d}_cluster{rank}.png"
-            io.save_grid(out_dir / name, images[members], columns=columns)
+            mean_score = float(np.mean(scores[members]))
+            sheets.save(
+                out_dir / name,
+                sheets.render(
+                    list(images[members]), captions_of(rows, members), columns=columns,
+                    title=f"{class_names[k]}, cluster {rank}: {members.size} of its hardest, "
+                    f"mean signal {mean_score:.3g} (hardest first)",
+                ),
+            )  # fmt: skip
             clusters.append(
                 {
                     "class_id": int(k),
                     "class_name": str(class_names[k]),
                     "cluster": rank,
                     "size": int(members.size),
-                    "mean_score": float(np.mean(scores[members])),
+                    "mean_score": mean_score,
                     "sheet": f"{out_dir.name}/{name}",
                     "rows": members.tolist(),
                 }
@@ -90,16 +105,19 @@ def hardest_sheet(
     scores: np.ndarray,
     path: str | os.PathLike,
     per_class: int,
+    class_names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
-    """One PNG, a row per class of its `per_class` hardest samples (hardest left; gaps blank)."""
+    """One PNG, a row per class (named) of its `per_class` hardest samples, hardest first."""
     hardest = hardest_indices(labels, scores, per_class)
-    h, w, c = images.shape[1:]
-    blank = np.ones((h, w, c), np.float32)  # white: stands out from the black background
-    tiles = []
-    for k in sorted(hardest):
-        row = [images[i] for i in hardest[k]]
-        tiles += row + [blank] * (per_class - len(row))
-    return io.save_grid(path, np.stack(tiles), columns=per_class)
+    return sheets.class_rows_sheet(
+        {k: list(images[picks]) for k, picks in hardest.items()},
+        {k: captions_of(rows, picks) for k, picks in hardest.items()},
+        class_names,
+        path,
+        columns=per_class,
+        title=f"the {per_class} hardest samples of each class (highest signal first)",
+    )
 
 
 def summarize_clusters(clusters: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ only its own rows of each batch; process 0 writes the shared files. Layout of `w
 
     config.json        the run's config + model/predictor hashes (checked on resume)
     data/              the dataset (ltg_jax.data.synthetic): class folders + metadata.jsonl
-    contact_sheets/    one PNG per class, samples sorted by signal (hardest last)
+    contact_sheets/    one annotated PNG per class, hardest (highest signal) first
     summary.json       counts, mean signals per class, wall time, hashes
 
 `run_grid(config, workdir)` (python -m sample.grid) draws unguided grids of class ids or prompts.
@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -43,6 +42,7 @@ from ltg_jax import (
     predictor,
     run_record,
     sampling,
+    sheets,
     signals,
     weights,
     workdirs,
@@ -417,7 +417,7 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
             config.predictor, bundle, config.get("predictor_heads", "")
         ),
     }
-    score = diffusion.adapted_scorer(bundle, adapter)
+    score = diffusion.adapted_scorer(bundle, adapter, predictions=True)
     return Setup(
         plan=plan,
         info=info,
@@ -449,10 +449,11 @@ def _run_sampler(sampler, params, idx, cond, seed: int) -> sampling.SampleOutput
 def sample_batch(
     setup: Setup, config: ml_collections.ConfigDict, indices: np.ndarray, positions: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """This process's rows of one global batch: images [b,H,W,C] in [-1,1] and their signals.
+    """This process's rows of one global batch: images [b,H,W,C] in [-1,1], signals, verdicts.
 
-    Signals are those of the images as written (8-bit), so the metadata can be recomputed
-    from the PNG files; 'guidance' is the weighted signal the run followed.
+    Signals and the predictor's verdict ('predicted_class', 'predicted_prob') are those of
+    the images as written (8-bit), so the metadata can be recomputed from the PNG files;
+    'guidance' is the weighted signal the run followed.
     """
     local = parallel.process_batch_slice(indices.size)
     cond = take_rows(setup.cond_table, positions[indices[local]])
@@ -478,8 +479,18 @@ def sample_batch(
             f"predictor {config.predictor} and its input settings (--config.predictor_input)"
         )
     scores = parallel.global_to_host_local(scores)
+    verdict = {k: np.asarray(scores.pop(k)) for k in ("predicted_class", "predicted_prob")}
     scores["guidance"] = signals.weighted_signal(scores, setup.signal_weights)
-    return {"images": images, **{f"signals/{k}": np.asarray(v) for k, v in scores.items()}}
+    return {
+        "images": images,
+        **verdict,
+        **{f"signals/{k}": np.asarray(v) for k, v in scores.items()},
+    }
+
+
+def guidance_followed(config: ml_collections.ConfigDict) -> str:
+    """The signal a run's samples were steered by ('none' when unguided): metadata's `guidance`."""
+    return str(config.signal) if float(config.sampler.guidance.w) else "none"
 
 
 def progress_label(config: ml_collections.ConfigDict) -> str:
@@ -535,6 +546,7 @@ def _sample_into(
         total=plan.num_samples, initial=len(done), desc=progress_label(config), unit="img"
     )
     w = float(config.sampler.guidance.w)
+    followed = guidance_followed(config)
     for k, (indices, write) in enumerate(batches):
         with parallel.ticking(bar, "compiling") if k == 0 else contextlib.nullcontext():
             out = sample_batch(setup, config, indices, positions)
@@ -550,10 +562,13 @@ def _sample_into(
                 class_name=plan.class_names[c],
                 label=plan.labels[c],
                 seed=int(config.seed),
-                guidance=str(config.variant),
+                guidance=followed,
                 w=w,
                 signals=sig,
-                signal=str(config.signal),
+                variant=str(config.variant),
+                predicted_class=int(out["predicted_class"][j]),
+                predicted_name=setup.bundle.class_names[int(out["predicted_class"][j])],
+                predicted_prob=float(out["predicted_prob"][j]),
                 **setup.hashes,
             )
             synthetic.write_sample(data, out["images"][j], row, metadata)
@@ -582,21 +597,21 @@ def _sample_into(
 def write_contact_sheets(
     data: Path, rows: Sequence[Mapping[str, Any]], out: Path, columns: int = 8
 ) -> list[Path]:
-    """One PNG per class of its samples sorted by guidance signal, hardest (highest) last."""
+    """One annotated PNG per class of its samples, hardest (highest guidance signal) first."""
     by_class: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         by_class.setdefault(r["file_name"].split("/")[0], []).append(r)
     paths = []
     for folder, class_rows in sorted(by_class.items()):
-        class_rows = sorted(class_rows, key=lambda r: (_sort_key(r), r["index"]))
-        images = np.stack([io.load_png(data / r["file_name"]) for r in class_rows])
-        paths.append(io.save_grid(out / f"{folder}.png", images, columns=columns))
+        first = class_rows[0]
+        title = (
+            f"{first['class_name']}: {len(class_rows)} samples, hardest first "
+            f"(guidance: {first['guidance']}, w = {float(first['w']):g})"
+        )
+        paths.append(
+            sheets.rows_sheet(data, class_rows, out / f"{folder}.png", columns=columns, title=title)
+        )
     return paths
-
-
-def _sort_key(row: Mapping[str, Any]) -> float:
-    value = row["signals"].get("guidance", float("nan"))
-    return -math.inf if value is None or math.isnan(value) else value
 
 
 def summarize(

@@ -7,7 +7,13 @@ configs/mine.py. Stages, each resumable, in `workdir`:
     stages.json                      wall time of each stage when it ran
     synthetic/<arm>/                 run_ltg output per synthetic arm (data/, contact_sheets/)
     finetune/<arm>/seed_<s>/         orbax checkpoints + eval.json of one fine-tuning run
-    report.md, report.json, *.png    the report; hardest/ and clusters/ contact sheets
+    finetune/<arm>/trained_on.json   fingerprint of the arm's reviewed training set
+    review/<arm>.html                the review page of each synthetic arm (review_page.py)
+    report.md, report.json, *.png    the report; hardest_ltg.png and clusters/ contact sheets
+
+A changed review (manifest content, oracle filter or tau) is not another run: the review
+stage reruns each time, and an arm whose kept samples changed is fine-tuned again (its old
+fine-tuning is removed); generation and the other arms are reused.
 
 Arms: `real` (real data only), `unguided` (w = 0) and `ltg`; the two synthetic arms draw the
 same count with the same seeds, and every arm is fine-tuned with the same schedule from the
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +49,7 @@ from ltg_jax import (
     predictor,
     predictor_training,
     report,
+    review_page,
     run_record,
     weights,
     workdirs,
@@ -54,8 +63,11 @@ STAGES_FILE = "stages.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 SELECTION_JSON = "selection.json"
-# Keys that only shape the report (or say what was chosen): free to change on a rerun.
-RESUME_FREE_PREFIXES = ("report.", "guidance_choice")
+TRAINED_ON_FILE = "trained_on.json"
+REVIEW_DIR = "review"
+# Keys free to change on a rerun: the report's shape, what was chosen, and the review (a
+# changed review reruns the fine-tuning of the arms whose kept samples changed).
+RESUME_FREE_PREFIXES = ("report.", "guidance_choice", "review.")
 
 
 # ================================================================ checks before compute
@@ -163,14 +175,15 @@ def check_workdir(workdir: Path, record: Mapping[str, Any]) -> None:
         io.atomic_write_json(path, record)
         return
     free = tuple(f"config.{p}" for p in RESUME_FREE_PREFIXES)
-    diffs = run_record.differences(
-        io.read_json(path), record, keep=lambda k: not k.startswith(free)
-    )
+    saved = io.read_json(path)
+    diffs = run_record.differences(saved, record, keep=lambda k: not k.startswith(free))
     if diffs:
         raise ValueError(
             f"{workdir} holds a mining run of another config or other models ({diffs[:5]}); "
             f"rerun with the config saved in {path} to resume it, or pass a new --workdir"
         )
+    if run_record.differences(saved, record) and parallel.is_process_zero():
+        io.atomic_write_json(path, record)  # config.json says what the latest review used
 
 
 # ================================================================ stage bookkeeping
@@ -345,17 +358,23 @@ def review(config: ml_collections.ConfigDict, arm: str, data: Path, inputs: Inpu
         by_manifest = int(n - keep.sum())
     probs = oracle_probs(inputs.oracle, loaded.images, int(config.eval.batch_size))
     fidelity = fidelity_report(loaded.labels, probs, inputs.class_names)
+    passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
     by_oracle = 0
     if config.review.oracle_filter:
-        passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
         by_oracle = int((keep & ~passed).sum())
         keep &= passed
+    decisions = synthetic.manifest_decisions(manifest, loaded.rows) if manifest else {}
+    rows = [
+        row | oracle_verdict(p, label, inputs.class_names) | decisions.get(row["file_name"], {})
+        for row, p, label in zip(loaded.rows, probs, loaded.labels, strict=True)
+    ]
     names = sorted({s for r in loaded.rows for s in r["signals"]})
     mean_signals = {s: float(np.nanmean([r["signals"].get(s, np.nan) for r in loaded.rows]))
                     for s in names}  # fmt: skip
     summary = {
         "root": str(data),
         "generated": n,
+        "reviewed": sum(d["decision"] != "unreviewed" for d in decisions.values()),
         "kept": int(keep.sum()),
         "rejected_by_manifest": by_manifest,
         "rejected_by_oracle": by_oracle,
@@ -365,7 +384,18 @@ def review(config: ml_collections.ConfigDict, arm: str, data: Path, inputs: Inpu
         },
         "mean_signals": mean_signals,
     }
-    return ArmData(loaded.images, loaded.labels, loaded.rows, keep, summary)
+    return ArmData(loaded.images, loaded.labels, rows, keep, summary)
+
+
+def oracle_verdict(probs: np.ndarray, label: int, class_names: Sequence[str]) -> dict[str, Any]:
+    """The oracle's class, its probability and whether it names the sample's class."""
+    k = int(np.argmax(probs))
+    return {
+        "oracle_class": k,
+        "oracle_name": str(class_names[k]),
+        "oracle_prob": float(probs[k]),
+        "oracle_agrees": k == int(label),
+    }
 
 
 # ================================================================ stage 3: fine-tune + evaluate
@@ -386,7 +416,12 @@ def finetune_arm(
     eval_arrays: Mapping[str, Mapping[str, np.ndarray]],
     stages: Stages,
 ) -> list[dict[str, Any]]:
-    """Fine-tunes and evaluates every seed of an arm (finished seeds are read, not redone)."""
+    """Fine-tunes and evaluates every seed of an arm (finished seeds are read, not redone).
+
+    Finished seeds count only if they trained on these synthetic arrays: after a changed
+    review the arm's old fine-tuning is removed and redone.
+    """
+    forget_stale_finetuning(workdir / "finetune" / arm, synthetic_arrays)
     results = []
     for seed in config.seeds:
         run_dir = workdir / "finetune" / arm / f"seed_{int(seed)}"
@@ -409,6 +444,34 @@ def finetune_arm(
         if fresh:
             stages.record(f"finetune/{arm}/seed_{int(seed)}", time.time() - tic)
     return results
+
+
+def arrays_fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 of a training set's arrays (names, shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}{a.shape}{a.dtype}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def forget_stale_finetuning(arm_dir: Path, synthetic_arrays: Mapping[str, np.ndarray]) -> bool:
+    """Removes an arm's fine-tuning done on other synthetic data; True when it did."""
+    fingerprint = arrays_fingerprint(synthetic_arrays)
+    record = arm_dir / TRAINED_ON_FILE
+    stale = arm_dir.exists() and (
+        not record.is_file() or io.read_json(record)["fingerprint"] != fingerprint
+    )
+    parallel.sync("finetune_checked")  # every process has looked before anyone removes
+    if parallel.is_process_zero():
+        if stale:
+            shutil.rmtree(arm_dir)
+        io.atomic_write_json(
+            record, {"fingerprint": fingerprint, "num_synthetic": len(synthetic_arrays["label"])}
+        )
+    parallel.sync("finetune_forgotten")
+    return stale
 
 
 def load_real(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
@@ -525,7 +588,7 @@ def write_report(
         scores = np.asarray([r["signals"].get("guidance", np.nan) for r in ltg.rows])
         per_class = int(config.report.hardest_per_class)
         introspection.hardest_sheet(
-            ltg.images, ltg.labels, scores, workdir / "hardest_ltg.png", per_class
+            ltg.images, ltg.labels, scores, workdir / "hardest_ltg.png", per_class, names, ltg.rows
         )
         features = predictor_training.predict(
             inputs.bundle.adapted_apply,
@@ -536,10 +599,11 @@ def write_report(
         clusters = introspection.cluster_hardest(
             ltg.images, features, ltg.labels, scores, names, workdir / "clusters",
             per_class=per_class, num_clusters=int(config.report.clusters),
-            columns=int(config.report.sheet_columns),
+            columns=int(config.report.sheet_columns), rows=ltg.rows,
         )  # fmt: skip
     bar.update(1)
     bar.close()
+    pages = write_review_pages(config, workdir, reviewed, names)
     summaries = {arm: r.summary for arm, r in reviewed.items()}
     for arm, arm_report in arms.items():  # None for `real`: it trains on no generated data
         fid = summaries.get(arm, {}).get("label_fidelity")
@@ -557,6 +621,8 @@ def write_report(
         else "oracle filter off"
     )
     return {
+        "kpis": kpis(arms, summaries, stages.times),
+        "review_pages": pages,
         "variant": str(config.variant),
         "split": split,
         "seeds": [int(s) for s in config.seeds],
@@ -575,6 +641,63 @@ def write_report(
         "stage_wall_time_s": dict(stages.times),
         **inputs.hashes,
     }
+
+
+def write_review_pages(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    reviewed: Mapping[str, ArmData],
+    class_names: Sequence[str],
+) -> dict[str, str]:
+    """review/<arm>.html for each synthetic arm, opened with its manifest's decisions."""
+    pages = {}
+    for arm, data in reviewed.items():
+        if not data.rows:
+            continue
+        guidance = data.rows[0].get("guidance", "")
+        path = review_page.write_page(
+            workdir / REVIEW_DIR / f"{arm}.html", data.summary["root"], data.rows, class_names,
+            name=arm, manifest=str(config.review.manifest[arm]) or None,
+            title=f"{arm}: {len(data.rows)} generated samples (guidance: {guidance}) - "
+            f"review, then export the manifest",
+        )  # fmt: skip
+        pages[arm] = path.relative_to(workdir).as_posix()
+    return pages
+
+
+def kpis(
+    arms: Mapping[str, Mapping[str, Any]],
+    summaries: Mapping[str, Mapping[str, Any]],
+    stage_times: Mapping[str, float],
+) -> dict[str, Any]:
+    """The numbers a manager reads first: gains, data counts and cost."""
+    out: dict[str, Any] = {}
+
+    def gain(arm: str, base: str, group: str) -> dict[str, float] | None:
+        if not {arm, base} <= set(arms):
+            return None
+        a, b = arms[arm][group], arms[base][group]
+        return {"gain": a["mean"] - b["mean"], "std": a["std"] + b["std"]}
+
+    out["few_shot_gain_vs_unguided"] = gain("ltg", "unguided", "few")
+    out["few_shot_gain_vs_real"] = gain("ltg", "real", "few")
+    # Worst class: the class each arm gets least right (means over seeds).
+    out["worst_class"] = {
+        arm: min(
+            ({"class": n, "accuracy": v["mean"]} for n, v in a["per_class"].items()),
+            key=lambda c: c["accuracy"],
+        )
+        for arm, a in arms.items()
+    }
+    out["generated"] = int(sum(s["generated"] for s in summaries.values()))
+    out["reviewed"] = int(sum(s.get("reviewed", 0) for s in summaries.values()))
+    out["used_for_training"] = int(sum(s["kept"] for s in summaries.values()))
+    generation_s = sum(t for k, t in stage_times.items() if k.startswith("generate/"))
+    out["generation_images_per_s"] = (
+        round(out["generated"] / generation_s, 3) if generation_s and out["generated"] else None
+    )
+    out["wall_time_s"] = round(sum(stage_times.values()), 1)
+    return out
 
 
 def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:

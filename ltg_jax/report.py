@@ -144,11 +144,41 @@ def _fmt(a: Mapping[str, float]) -> str:
     return f"{a['mean']:.4f} ± {a['std']:.4f}"
 
 
+def kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
+    """The report's first lines: gains, data and cost, in words a manager reads."""
+
+    def gain(name: str, label: str) -> str:
+        g = kpis.get(name)
+        return (
+            f"{label}: n/a"
+            if g is None
+            else (
+                f"{label}: **{100 * g['gain']:+.1f} points** (± {100 * g['std']:.1f}, sum of stds)"
+            )
+        )
+
+    worst = ", ".join(
+        f"{arm} {w['class']} {w['accuracy']:.3f}" for arm, w in kpis["worst_class"].items()
+    )
+    rate = kpis.get("generation_images_per_s")
+    return [
+        "- " + gain("few_shot_gain_vs_unguided", "Few-shot accuracy, LTG vs unguided data"),
+        "- " + gain("few_shot_gain_vs_real", "Few-shot accuracy, LTG vs real data only"),
+        f"- Worst class per arm (accuracy): {worst}",
+        f"- Images: {kpis['generated']} generated, {kpis['reviewed']} reviewed by a person, "
+        f"{kpis['used_for_training']} used for fine-tuning",
+        f"- Cost: {kpis['wall_time_s']:.0f} s of stage wall time"
+        + (f"; generation {rate:.2f} images/s" if rate else ""),
+    ]
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """report.md from report.json's content."""
     arms = report["arms"]
     lines = [
         "# Generative data mining: report",
+        "",
+        *(kpi_lines(report["kpis"]) if report.get("kpis") else []),
         "",
         f"Config variant `{report['variant']}`; seeds {report['seeds']}; wall time of this "
         f"invocation {report['wall_time_s']:.1f} s.",
@@ -180,8 +210,19 @@ def markdown(report: Mapping[str, Any]) -> str:
         sig = ", ".join(f"{k} {v:.4f}" for k, v in sorted(s["mean_signals"].items()))
         lines.append(f"- mean signals of `{arm}` (shipped predictor): {sig}")
     lines += ["", "![fidelity](label_fidelity.png)", ""]
+    if report.get("review_pages"):
+        lines += ["## Review", ""]
+        lines += [f"- `{arm}`: open [{page}]({page}) in a browser, judge the samples, Export "
+                  f"the manifest, then rerun with `--config.review.manifest.{arm}=<manifest>`"
+                  for arm, page in report["review_pages"].items()]  # fmt: skip
+        lines += [""]
     lines += ["## Hardest LTG samples per class", "", "![hardest](hardest_ltg.png)", ""]
-    lines += ["Rows: the sampled classes in id order; hardest (highest signal) on the left.", ""]
+    lines += [
+        "Rows: the sampled classes in id order; hardest (highest signal) first. Under each "
+        "sample: its index and signal, then the predictor's class and probability (red when "
+        "it is not the sample's class).",
+        "",
+    ]
     lines += ["## Introspection: k-means of the hardest LTG samples (predictor features)", ""]
     lines += ["| class | cluster | size | mean signal | sheet |", "|---|---|---|---|---|"]
     for c in report["clusters"]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ltg_jax import cli, io, ldm_training, ltg_sampling, models, predictor
+from ltg_jax import cli, io, ldm_training, ltg_sampling, models, predictor, sheets
 from ltg_jax.data import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +172,9 @@ def test_dataset_metadata_and_outputs(reference):
     row = rows[4]
     assert row["file_name"] == "004_item_4/0000004.png" and (data / row["file_name"]).is_file()
     assert (row["class_id"], row["class_name"], row["label"]) == (4, "item 4", "item 4")
-    assert (row["seed"], row["guidance"], row["w"], row["signal"]) == (0, "test", 2.0, "entropy")
+    assert (row["seed"], row["guidance"], row["w"], row["variant"]) == (0, "entropy", 2.0, "test")
+    assert 0 <= row["predicted_class"] < 10 and 0.1 <= row["predicted_prob"] <= 1.0
+    assert row["predicted_name"] == f"item {row['predicted_class']}"
     assert set(row["signals"]) == {
         "entropy",
         "energy",
@@ -196,10 +198,14 @@ def test_dataset_metadata_and_outputs(reference):
     mean = np.mean([r["signals"]["loss"] for r in rows[:3]])
     assert per_class["001_item_1"]["mean_signals"]["loss"] == pytest.approx(mean)
 
+    # The contact sheet: hardest (highest signal) first, each tile upscaled 3x to 96 px.
     sheet = io.load_png(workdir / ltg_sampling.SHEETS_DIR / "004_item_4.png")
-    order = sorted(rows[3:], key=lambda r: r["signals"]["guidance"])
-    expected = io.image_grid(np.stack([io.load_png(data / r["file_name"]) for r in order]), 4)
-    np.testing.assert_array_equal(sheet, expected)  # hardest (highest signal) last
+    order = sorted(rows[3:], key=lambda r: -r["signals"]["guidance"])
+    at = sheets.layout((32, 32, 1), columns=4, caption_lines=2, title="x")
+    for i, r in enumerate(order):
+        x, y = at.origin(i)
+        tile = io.load_png(data / r["file_name"]).repeat(3, 0).repeat(3, 1)
+        np.testing.assert_array_equal(sheet[y : y + 96, x : x + 96], np.repeat(tile, 3, -1))
 
 
 def test_other_config_in_same_workdir_is_refused(assets, reference):

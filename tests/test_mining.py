@@ -102,6 +102,8 @@ def test_unguided_arm_has_same_plan_and_seed_with_w0(finished):
         (r["index"], r["class_id"], r["seed"]) for r in ung
     ]
     assert {r["w"] for r in ung} == {0.0} and {r["w"] for r in ltg} == {2.0}
+    # `guidance` names the signal each arm followed.
+    assert {r["guidance"] for r in ung} == {"none"} and {r["guidance"] for r in ltg} == {"entropy"}
     # The guided arm really is guided: same noise, different images.
     root = workdir / "synthetic"
     diffs = [
@@ -155,7 +157,7 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
         "sampler.guidance.w": 2.0,
     }
     rows = synthetic.read_rows(tmp_path / "select" / "candidates" / "w2_entropy" / "data")
-    assert {r["signal"] for r in rows} == {"entropy"} and {r["w"] for r in rows} == {2.0}
+    assert {r["guidance"] for r in rows} == {"entropy"} and {r["w"] for r in rows} == {2.0}
     assert io.read_json(tmp_path / "select" / mining.SELECTION_JSON)["best"] == out["best"]
 
 

@@ -96,8 +96,32 @@ def test_manifest_decision_typos_and_blanks_are_errors(tmp_path, word):
     path = tmp_path / "m.csv"
     row = f"0000001.png,{word}" if word else "0000001.png"  # a typo, or no decision at all
     path.write_text(f"file_name,decision\n0000000.png,accept\n{row}\n")
-    with pytest.raises(ValueError, match=rf"m.csv, line 3: decision '{word}' is neither accept"):
+    with pytest.raises(ValueError, match=rf"m.csv, line 3: decision '{word}' is none of accept"):
         synthetic.load_synthetic(tmp_path / "d", manifest=path)
+
+
+def test_review_page_manifest_flag_and_unreviewed_words(tmp_path):
+    """The review page's export: accept/unreviewed keep, reject/flag hold out; notes are read."""
+    make_dataset(tmp_path / "d")
+    rows = synthetic.read_rows(tmp_path / "d")
+    files = [r["file_name"] for r in rows]
+    path = tmp_path / "manifest_ltg.csv"
+    path.write_text(
+        "file_name,decision,note\n"
+        f"{files[0]},accept,\n{files[1]},reject,\"broken, no object\"\n"
+        f"{files[2]},flag,ask Ann\n{files[3]},unreviewed,\n"
+    )
+    kept = synthetic.load_synthetic(tmp_path / "d", manifest=path).rows
+    assert [r["file_name"] for r in kept] == [files[0], files[3]]
+    decisions = synthetic.manifest_decisions(path, rows)
+    assert decisions[files[1]] == {"decision": "reject", "note": "broken, no object"}
+    assert decisions[files[2]] == {"decision": "flag", "note": "ask Ann"}
+    assert decisions[files[3]]["decision"] == "unreviewed"
+    # A JSON list keeps only the listed files; {"reject": [...]} keeps all the others.
+    (tmp_path / "a.json").write_text(json.dumps([files[1]]))
+    assert synthetic.read_manifest(tmp_path / "a.json") == ([files[1]], [])
+    (tmp_path / "r.json").write_text(json.dumps({"reject": [files[1]]}))
+    assert synthetic.read_manifest(tmp_path / "r.json") == (None, [files[1]])
 
 
 def test_manifest_unknown_names_are_an_error(tmp_path):

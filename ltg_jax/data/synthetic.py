@@ -24,8 +24,11 @@ import numpy as np
 from ltg_jax import io
 
 METADATA_FILE = "metadata.jsonl"
+# Review decisions a manifest may give, by what they do to a sample's use in training.
 ACCEPT_WORDS = frozenset({"accept", "accepted", "1", "true", "yes"})
 REJECT_WORDS = frozenset({"reject", "rejected", "0", "false", "no"})
+FLAG_WORDS = frozenset({"flag", "flagged"})  # held out until someone looks again
+UNREVIEWED_WORDS = frozenset({"unreviewed"})  # kept, as every sample is without review
 PART_GLOB = "metadata-p*.jsonl"
 
 
@@ -142,13 +145,32 @@ def finalize_metadata(root: str | os.PathLike) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- reading
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[list[str] | None, list[str]]:
-    """(accepted files or None = all, rejected files) of a JSON or CSV manifest.
+def canonical_decision(word: str, where: str) -> str:
+    """A manifest's decision word -> 'accept' | 'reject' | 'flag' | 'unreviewed', or an error."""
+    word = word.strip().lower()
+    for canonical, words in (
+        ("accept", ACCEPT_WORDS),
+        ("reject", REJECT_WORDS),
+        ("flag", FLAG_WORDS),
+        ("unreviewed", UNREVIEWED_WORDS),
+    ):
+        if word in words:
+            return canonical
+    # A typo must not silently reject (or keep) a sample.
+    raise ValueError(
+        f"{where}: decision {word!r} is none of accept ({', '.join(sorted(ACCEPT_WORDS))}), "
+        f"reject ({', '.join(sorted(REJECT_WORDS))}), flag or unreviewed; fix it or drop "
+        "the line"
+    )
+
+
+def read_decisions(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """(file, canonical decision, note) per entry of a JSON or CSV manifest.
 
     JSON: a list of accepted files, or {"accept": [...], "reject": [...]} (either optional).
-    CSV: a `file_name` (or `file`) column and an optional `decision` column (accept/reject,
-    1/0, true/false, yes/no; any other word, or a blank, is an error naming the line);
-    without a header, one accepted file per line.
+    CSV: a `file_name` (or `file`) column, an optional `decision` column (see
+    `canonical_decision`; any other word, or a blank, is an error naming the line) and an
+    optional `note`; without a header, one accepted file per line.
     """
     path = Path(path)
     if not path.is_file():
@@ -156,36 +178,56 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str] | None, list[str]]
     if path.suffix.lower() == ".json":
         obj = io.read_json(path)
         if isinstance(obj, list):
-            return [str(f) for f in obj], []
+            return [(str(f), "accept", "") for f in obj]
         if isinstance(obj, Mapping) and set(obj) <= {"accept", "reject"}:
-            accept = obj.get("accept")
-            return (None if accept is None else [str(f) for f in accept]), [
-                str(f) for f in obj.get("reject", [])
-            ]
+            return [(str(f), word, "") for word in ("accept", "reject") for f in obj.get(word, [])]
         raise ValueError(
             f"{path}: expected a list of files or {{'accept': [...], 'reject': [...]}}"
         )
     with path.open(newline="") as f:
         table = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     if not table:
-        return [], []
+        return []
     header = [c.strip().lower() for c in table[0]]
     key = next((k for k in ("file_name", "file") if k in header), None)
     if key is None:
-        return [r[0].strip() for r in table], []
-    col, dec = header.index(key), header.index("decision") if "decision" in header else None
-    accept, reject = [], []
+        return [(r[0].strip(), "accept", "") for r in table]
+    col = header.index(key)
+    dec, note = (header.index(k) if k in header else None for k in ("decision", "note"))
+    out = []
     for line, r in enumerate(table[1:], start=2):
         # No decision column: the listed files are accepted. A missing cell reads as blank.
-        word = "accept" if dec is None else (r[dec] if dec < len(r) else "").strip().lower()
-        if word not in ACCEPT_WORDS | REJECT_WORDS:  # a typo must not silently reject
-            raise ValueError(
-                f"{path}, line {line}: decision {word!r} is neither accept "
-                f"({', '.join(sorted(ACCEPT_WORDS))}) nor reject "
-                f"({', '.join(sorted(REJECT_WORDS))}); fix it or drop the line"
-            )
-        (accept if word in ACCEPT_WORDS else reject).append(r[col].strip())
-    return accept, reject
+        word = "accept" if dec is None else (r[dec] if dec < len(r) else "")
+        text = r[note] if note is not None and note < len(r) else ""
+        out.append((r[col].strip(), canonical_decision(word, f"{path}, line {line}"), text))
+    return out
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[list[str] | None, list[str]]:
+    """(kept files or None = all but the held out, held-out files) of a manifest.
+
+    Accepted and unreviewed files are kept; rejected and flagged ones are held out. A JSON
+    {"reject": [...]} without "accept" keeps every other file; any other manifest keeps only
+    the files it keeps.
+    """
+    entries = read_decisions(path)
+    hold = [f for f, d, _ in entries if d in ("reject", "flag")]
+    if Path(path).suffix.lower() == ".json":
+        obj = io.read_json(path)
+        if isinstance(obj, Mapping) and "accept" not in obj:
+            return None, hold
+    return [f for f, d, _ in entries if d in ("accept", "unreviewed")], hold
+
+
+def manifest_decisions(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[str, str]]:
+    """{file_name: {'decision', 'note'}} of a manifest, names resolved against the rows."""
+    out = {}
+    for name, decision, note in read_decisions(path):
+        (file,) = _resolve([name], rows, Path(path))
+        out[file] = {"decision": decision, "note": note}
+    return out
 
 
 def _resolve(names: Sequence[str], rows: Sequence[Mapping[str, Any]], manifest: Path) -> set[str]:
