@@ -113,6 +113,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.report.hardest_per_class = 16
     config.report.clusters = 3
     config.report.sheet_columns = 8
+    # Optional: explain the clusters with a VLM behind an OpenAI-compatible endpoint (vLLM,
+    # llama.cpp server, Ollama, LM Studio), e.g. endpoint=http://127.0.0.1:8000/v1 and
+    # model=llava-hf/llava-1.5-7b-hf. '' = none: the report gives measured descriptors only.
+    config.report.vlm = ml_collections.ConfigDict()
+    config.report.vlm.endpoint = ""
+    config.report.vlm.model = ""
+    config.report.vlm.api_key_env = ""  # the environment variable holding a key, if needed
+    config.report.vlm.timeout_s = 60.0
+    config.report.vlm.max_tokens = 300
 
     config.guidance_choice = (
         "epistemic signal, w = 2.0, grad_through = unet, normalise = unit: the best LTG "

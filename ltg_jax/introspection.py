@@ -1,7 +1,10 @@
-"""Introspection without a VLM: the hardest generated samples per class, grouped by k-means.
+"""Introspection: the hardest generated samples per class, grouped by k-means, described.
 
-A person names the failure modes: each cluster of a class's hardest samples (by the guidance
-signal) in the predictor's feature space becomes one contact sheet.
+Each cluster of a class's hardest samples (by the guidance signal) in the predictor's feature
+space becomes one annotated contact sheet, with measurable descriptors (brightness, object
+size and position, ...) compared with reference samples of the class. Optionally a VLM
+(any OpenAI-compatible endpoint, ltg_jax.vlm) says in words what a cluster shares and sums up
+each class's blind spots; without one, nothing is captioned.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans
 
-from ltg_jax import sheets
+from ltg_jax import descriptors, sheets, vlm
 
 
 def hardest_indices(
@@ -123,3 +126,50 @@ def hardest_sheet(
 def summarize_clusters(clusters: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The cluster list without row indices (for report.json / report.md)."""
     return [{k: v for k, v in c.items() if k != "rows"} for c in clusters]
+
+
+def describe_clusters(
+    clusters: Sequence[dict[str, Any]],
+    images: np.ndarray,
+    references: Mapping[int, np.ndarray],
+) -> None:
+    """Adds 'descriptors' (means, z vs the class's references) and 'description' to each cluster.
+
+    images [N,H,W,C] are the clustered samples (cluster 'rows' index them); references maps
+    a class id to reference images [M,H,W,C] of that class (e.g. its unguided samples).
+    """
+    for c in clusters:
+        ref = references.get(c["class_id"])
+        members = images[np.asarray(c["rows"], np.int64)]
+        described = descriptors.describe_groups(members, np.zeros(len(members), np.int32), ref)
+        stats = described["groups"][0]
+        c["descriptors"] = {
+            "mean": {k: round(v, 4) for k, v in stats["mean"].items()},
+            **({"z": {k: round(v, 2) for k, v in stats["z"].items()}} if "z" in stats else {}),
+        }
+        c["description"] = (
+            descriptors.describe_in_words(stats, described["reference"])
+            if described["reference"] is not None
+            else "no reference samples of this class to compare with"
+        )
+
+
+def explain_with_vlm(
+    config: vlm.VLMConfig,
+    clusters: Sequence[dict[str, Any]],
+    images: np.ndarray,
+    references: Mapping[int, np.ndarray],
+    *,
+    per_cluster: int = 8,
+    per_reference: int = 4,
+) -> dict[str, str]:
+    """Adds each cluster's 'vlm' answer; returns {class name: blind-spot summary}."""
+    answers: dict[str, list[str]] = {}
+    for c in clusters:
+        ref = references.get(c["class_id"])
+        if ref is None or not len(ref):
+            continue  # the prompt compares with typical samples; none to show
+        hard = list(images[np.asarray(c["rows"][:per_cluster], np.int64)])
+        c["vlm"] = vlm.explain_cluster(config, c["class_name"], hard, list(ref[:per_reference]))
+        answers.setdefault(c["class_name"], []).append(c["vlm"])
+    return {name: vlm.summarize_blind_spots(config, name, texts) for name, texts in answers.items()}

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ from ltg_jax import (
     report,
     review_page,
     run_record,
+    vlm,
     weights,
     workdirs,
 )
@@ -129,6 +131,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
         hashes["model_hash"] = weights.model_hash(info.path)
     for arm in SYNTHETIC_ARMS:
         check_manifest(config, arm, data)
+    vlm_config(config)  # a bad endpoint fails now, not after the run
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
@@ -583,6 +586,7 @@ def write_report(
     )
     bar.update(1)
     clusters: list[dict[str, Any]] = []
+    blind_spots, vlm_error = {}, None
     if "ltg" in reviewed and len(reviewed["ltg"].rows):
         ltg = reviewed["ltg"]
         scores = np.asarray([r["signals"].get("guidance", np.nan) for r in ltg.rows])
@@ -601,6 +605,10 @@ def write_report(
             per_class=per_class, num_clusters=int(config.report.clusters),
             columns=int(config.report.sheet_columns), rows=ltg.rows,
         )  # fmt: skip
+        ref_arm = reviewed.get("unguided", ltg)
+        references = {k: ref_arm.images[ref_arm.labels == k] for k in np.unique(ltg.labels)}
+        introspection.describe_clusters(clusters, ltg.images, references)
+        blind_spots, vlm_error = explain(config, clusters, ltg.images, references)
     bar.update(1)
     bar.close()
     pages = write_review_pages(config, workdir, reviewed, names)
@@ -632,6 +640,9 @@ def write_report(
         "filtering_note": f"{rule}; " + "; ".join(filtering) + ".",
         "verdict": verdict(arms),
         "clusters": introspection.summarize_clusters(clusters),
+        "cluster_reference": "unguided" if "unguided" in reviewed else "ltg (whole class)",
+        "blind_spots": blind_spots,
+        "vlm_error": vlm_error,
         "images_generated": int(sum(s["generated"] for s in summaries.values())),
         "finetune": config.finetune.to_dict(),
         "guidance": config.ltg.sampler.guidance.to_dict() | {"signal": str(config.ltg.signal)},
@@ -641,6 +652,37 @@ def write_report(
         "stage_wall_time_s": dict(stages.times),
         **inputs.hashes,
     }
+
+
+def vlm_config(config: ml_collections.ConfigDict) -> vlm.VLMConfig | None:
+    """The VLM endpoint of config.report.vlm, or None when no endpoint is set."""
+    v = config.report.vlm
+    if not str(v.endpoint):
+        return None
+    return vlm.VLMConfig(
+        endpoint=str(v.endpoint), model=str(v.model), api_key_env=str(v.api_key_env),
+        timeout_s=float(v.timeout_s), max_tokens=int(v.max_tokens),
+    )  # fmt: skip
+
+
+def explain(
+    config: ml_collections.ConfigDict,
+    clusters: Sequence[dict[str, Any]],
+    images: np.ndarray,
+    references: Mapping[int, np.ndarray],
+) -> tuple[dict[str, str], str | None]:
+    """VLM answers per cluster and blind spots per class; (blind spots, error or None).
+
+    Optional and last: a failing endpoint does not cost the report; its error goes there.
+    """
+    settings = vlm_config(config)
+    if settings is None:
+        return {}, None
+    try:
+        return introspection.explain_with_vlm(settings, clusters, images, references), None
+    except vlm.VLMError as e:
+        print(f"warning: no VLM explanations in the report: {e}", file=sys.stderr)
+        return {}, str(e)
 
 
 def write_review_pages(

@@ -224,12 +224,26 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     lines += ["## Introspection: k-means of the hardest LTG samples (predictor features)", ""]
-    lines += ["| class | cluster | size | mean signal | sheet |", "|---|---|---|---|---|"]
+    lines += [
+        "What each cluster's samples share, measured against "
+        f"{report.get('cluster_reference', 'reference')} samples of the same class (z = "
+        "difference of means in reference standard deviations)"
+        + ("; in words, by the VLM." if any("vlm" in c for c in report["clusters"]) else "."),
+        "",
+        "| class | cluster | size | mean signal | measured | sheet |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in report["clusters"]:
+        said = f" VLM: {c['vlm']}" if c.get("vlm") else ""
         lines.append(
             f"| {c['class_name']} | {c['cluster']} | {c['size']} | {c['mean_score']:.4f} | "
-            f"[{c['sheet']}]({c['sheet']}) |"
+            f"{c.get('description', '')}{said} | [{c['sheet']}]({c['sheet']}) |"
         )
+    if report.get("blind_spots"):
+        lines += ["", "### Blind spots per class (VLM summary of the clusters)", ""]
+        lines += [f"- **{name}**: {text}" for name, text in report["blind_spots"].items()]
+    if report.get("vlm_error"):
+        lines += ["", f"No VLM explanations: {report['vlm_error']}"]
     lines += ["", "## Cost", "", "| stage | wall time (s) |", "|---|---|"]
     stages = report["stage_wall_time_s"]
     for stage in sorted(stages, key=stage_order):
