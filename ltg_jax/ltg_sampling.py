@@ -160,8 +160,8 @@ def _tuple(value: Any) -> tuple:
     return (value,)
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    """Class names from a tuple, or from 'a,b,c' (what `--config.class_names=a,b,c` gives)."""
+def config_names(value: Any) -> tuple[str, ...]:
+    """Names from a tuple, or from 'a,b,c' (what `--config.class_names=a,b,c` gives)."""
     return tuple(n.strip() for v in _tuple(value) for n in str(v).split(",") if n.strip())
 
 
@@ -175,7 +175,7 @@ def make_plan(
 ) -> Plan:
     """Classes, names, prompts and counts of a run; every mismatch is an error naming the fix."""
     k_pred = bundle.num_classes
-    names = _names(config.class_names) or bundle.class_names
+    names = config_names(config.class_names) or bundle.class_names
     k = info.num_classes if info.kind == "class" else len(names)
     if info.kind == "class" and k != k_pred:
         raise ValueError(

@@ -673,13 +673,21 @@ def explain(
 ) -> tuple[dict[str, str], str | None]:
     """VLM answers per cluster and blind spots per class; (blind spots, error or None).
 
+    For text pipelines each class's entry is {'summary', 'prompts'}: prompts for targeted
+    generation of what the predictor misses.
+
     Optional and last: a failing endpoint does not cost the report; its error goes there.
     """
     settings = vlm_config(config)
     if settings is None:
         return {}, None
     try:
-        return introspection.explain_with_vlm(settings, clusters, images, references), None
+        spots = introspection.explain_with_vlm(settings, clusters, images, references)
+        if ltg_sampling.inspect_folder(config.pipeline).kind == "text":
+            for name, text in spots.items():  # prompts for targeted runs of a text model
+                prompts = vlm.targeted_prompts(settings, name, text)
+                spots[name] = {"summary": text, "prompts": prompts}
+        return spots, None
     except vlm.VLMError as e:
         print(f"warning: no VLM explanations in the report: {e}", file=sys.stderr)
         return {}, str(e)

@@ -241,7 +241,14 @@ def markdown(report: Mapping[str, Any]) -> str:
         )
     if report.get("blind_spots"):
         lines += ["", "### Blind spots per class (VLM summary of the clusters)", ""]
-        lines += [f"- **{name}**: {text}" for name, text in report["blind_spots"].items()]
+        for name, spot in report["blind_spots"].items():
+            if isinstance(spot, str):
+                lines.append(f"- **{name}**: {spot}")
+                continue
+            lines.append(f"- **{name}**: {spot['summary']} Prompts for targeted data "
+                         "(`python -m sample.ltg --config configs/ltg.py:text "
+                         "--config.prompt=...`):")  # fmt: skip
+            lines += [f"  - `{p}`" for p in spot["prompts"]]
     if report.get("vlm_error"):
         lines += ["", f"No VLM explanations: {report['vlm_error']}"]
     lines += ["", "## Cost", "", "| stage | wall time (s) |", "|---|---|"]

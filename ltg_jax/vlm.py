@@ -233,3 +233,19 @@ def summarize_blind_spots(
         "kinds of images of this class it struggles with. Use only what the descriptions say."
     )
     return ask(config, prompt)
+
+
+def targeted_prompts(config: VLMConfig, class_name: str, blind_spots: str, count: int = 4) -> list:
+    """Up to `count` text-to-image prompts for images of a class showing its blind spots.
+
+    For text pipelines: each prompt can drive a targeted LTG run (--config.prompt=...).
+    """
+    prompt = (
+        f"An image classifier struggles with these images of the class '{class_name}': "
+        f"{blind_spots.strip()}\nWrite {count} short text-to-image prompts, one per line and "
+        f"nothing else, each for a photo of a {class_name} showing one of these difficulties."
+    )
+    lines = [
+        ln.strip().lstrip("-*0123456789.) ").strip() for ln in ask(config, prompt).splitlines()
+    ]
+    return [ln for ln in lines if ln][:count]

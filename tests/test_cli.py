@@ -36,7 +36,9 @@ def test_console_scripts_point_at_existing_functions():
     from ltg_jax import entrypoints
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"ltg-sample", "ltg-grid", "ltg-mine", "ltg-fidelity", "ltg-train"}
+    assert set(scripts) == {
+        "ltg-sample", "ltg-grid", "ltg-mine", "ltg-review", "ltg-fidelity", "ltg-train"
+    }
     for target in scripts.values():
         module, func = target.split(":")
         assert module == "ltg_jax.entrypoints" and callable(getattr(entrypoints, func))

@@ -213,3 +213,13 @@ def test_explain_cluster_and_summary(serve):
     assert "1. They are tiny.\n2. Dark." in summary_prompt
     with pytest.raises(ValueError, match="reference_images"):
         vlm.explain_cluster(cfg, "tabby cat", hard, [])
+
+
+def test_targeted_prompts_are_one_per_line_without_numbering(serve):
+    answer = "1. a photo of a bag, seen from above\n\n- a bag in fog\nx"
+    server = serve((200, ok_body(answer), False))
+    config = vlm.VLMConfig(endpoint=server.endpoint, model="m")
+    prompts = vlm.targeted_prompts(config, "Bag", "Bags seen from above.", count=2)
+    assert prompts == ["a photo of a bag, seen from above", "a bag in fog"]
+    body = json.loads(server.requests[0]["body"])
+    assert "Bags seen from above." in body["messages"][0]["content"]

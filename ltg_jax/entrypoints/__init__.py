@@ -1,4 +1,5 @@
-"""Console scripts: `ltg-sample`, `ltg-grid`, `ltg-mine`, `ltg-train KIND`, `ltg-fidelity`.
+"""Console scripts: `ltg-sample`, `ltg-grid`, `ltg-mine`, `ltg-review`, `ltg-train KIND`,
+`ltg-fidelity`.
 
 The scripts run the repo's thin entrypoints (sample/*.py, train/*.py), which the package
 ships as `ltg_jax.entrypoints.sample` and `ltg_jax.entrypoints.train`; configs ship as
@@ -33,6 +34,11 @@ def grid() -> None:
 def mine() -> None:
     """ltg-mine: the generative data mining loop (sample/mine.py)."""
     _run("ltg_jax.entrypoints.sample.mine", sys.argv)
+
+
+def review() -> None:
+    """ltg-review: the review page and exports of a synthetic dataset (sample/review.py)."""
+    _run("ltg_jax.entrypoints.sample.review", sys.argv)
 
 
 def fidelity() -> None:
