@@ -37,7 +37,12 @@ def test_console_scripts_point_at_existing_functions():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) == {
-        "ltg-sample", "ltg-grid", "ltg-mine", "ltg-review", "ltg-fidelity", "ltg-train"
+        "ltg-sample",
+        "ltg-grid",
+        "ltg-mine",
+        "ltg-review",
+        "ltg-fidelity",
+        "ltg-train",
     }
     for target in scripts.values():
         module, func = target.split(":")

@@ -108,7 +108,7 @@ def test_review_page_manifest_flag_and_unreviewed_words(tmp_path):
     path = tmp_path / "manifest_ltg.csv"
     path.write_text(
         "file_name,decision,note\n"
-        f"{files[0]},accept,\n{files[1]},reject,\"broken, no object\"\n"
+        f'{files[0]},accept,\n{files[1]},reject,"broken, no object"\n'
         f"{files[2]},flag,ask Ann\n{files[3]},unreviewed,\n"
     )
     kept = synthetic.load_synthetic(tmp_path / "d", manifest=path).rows
