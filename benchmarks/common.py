@@ -37,7 +37,6 @@ from ltg_jax import (
     models,
     predictor,
     sampling,
-    schedulers,
     weights,
 )
 
@@ -243,33 +242,14 @@ def sampler_config(
 def make_step(setup: Setup, variant: str, num_steps: int = 25) -> Callable:
     """Jitted `step(params, z [B,h,w,c], cond, keys [B], i) -> (z_prev, signal)`: one step.
 
-    The same pieces the sampler's scan body runs (CFG model call, `guidance.denoise_step`);
-    the weight is a trace-time constant, so the guided program has no `lax.cond` and XLA's
-    cost analysis counts exactly one branch.
+    `sampling.one_step`: the same pieces the sampler's scan body runs (CFG model call,
+    `guidance.denoise_step`); the weight is a trace-time constant, so the guided program has
+    no `lax.cond` and XLA's cost analysis counts exactly one branch.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; use one of {VARIANTS}")
     config = sampler_config(setup, variant, num_steps)
-    schedule = schedulers.make_schedule(dict(config.scheduler), num_steps, config.solver)
-    models_ = setup.models
-    w = config.guidance.w
-
-    def step(params, z, cond, keys, i):
-        t = schedule.timesteps[i]
-        # sampling._model_fn is the sampler's own CFG closure: the same work, batched 2B.
-        model_fn = sampling._model_fn(models_, config.cfg_scale, params, t, cond)
-        signal_of_x0 = None
-        if variant != "unguided":
-
-            def signal_of_x0(x0):
-                return models_.signal_fn(params, models_.decode_fn(params, x0), cond)
-
-        z, signal, _ = guidance.denoise_step(
-            model_fn, signal_of_x0, schedule, i, z, w, keys, config.guidance, config.eta, ()
-        )
-        return z, signal
-
-    return jax.jit(step)
+    return jax.jit(sampling.one_step(config, setup.models, guided=variant != "unguided"))
 
 
 def step_inputs(setup: Setup, batch: int, seed: int = 0) -> tuple:

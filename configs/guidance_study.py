@@ -36,10 +36,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.weights = (1.0, 2.0, 4.0)
     config.grad_through = ("z0", "unet")
     config.grid_columns = 10
+    # Cheaper guidance, each against the w = 2 rows: the gradient through the shipped tiny
+    # decoder, every 2nd step only, or only the middle half of the steps.
+    w2 = {"sampler.guidance.w": 2.0}
+    tiny = {"tiny_decoder": str(assets.TINY_DECODER)}
+    config.extra = (
+        {"name": "w2_z0_tiny", **w2, "sampler.guidance.grad_through": "z0", **tiny},
+        {"name": "w2_unet_tiny", **w2, "sampler.guidance.grad_through": "unet", **tiny},
+        {"name": "w2_z0_stride2", **w2, "sampler.guidance.grad_through": "z0",
+         "sampler.guidance.stride": 2},
+        {"name": "w2_z0_middle", **w2, "sampler.guidance.grad_through": "z0",
+         "sampler.guidance.start": 0.25, "sampler.guidance.end": 0.75},
+    )  # fmt: skip
     if variant == "test":
         config.ltg.samples_per_class = (1,)
         config.ltg.batch_size = 5
         config.weights = (2.0,)
         config.grad_through = ("z0",)
         config.grid_columns = 2
+        config.extra = ()
     return config

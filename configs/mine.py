@@ -13,15 +13,16 @@ Variants (`--config configs/mine.py:VARIANT`):
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,
            --config.predictor, --config.oracle).
 
-Outputs: report.md, report.json (arms.<arm>.<many|medium|few|overall>.{mean,std},
-arms.<arm>.label_fidelity, seeds, wall_time_s), accuracy_groups.png, accuracy_per_class.png,
-label_fidelity.png, hardest_ltg.png, clusters/*.png; synthetic/<arm>/ (datasets + contact
-sheets for review); finetune/<arm>/seed_<s>/ (orbax checkpoints, eval.json).
+Outputs: report.md (KPIs first), report.json (kpis, arms.<arm>.<many|medium|few|overall>.
+{mean,std}, arms.<arm>.label_fidelity, seeds, wall_time_s, clusters with descriptors),
+accuracy_groups.png, accuracy_per_class.png, label_fidelity.png, hardest_ltg.png,
+clusters/*.png; review/<arm>.html (the review pages); synthetic/<arm>/ (datasets + annotated
+contact sheets); finetune/<arm>/seed_<s>/ (orbax checkpoints, eval.json).
 
-Review: write an accept/reject manifest (JSON list, {"accept": [...], "reject": [...]}, or CSV
-with file_name[,decision]) of `file_name`s from synthetic/<arm>/data/metadata.jsonl, set
---config.review.manifest.ltg=path (and .unguided), and rerun: only the fine-tuning is redone
-in a fresh workdir (the config changed, so the old workdir refuses it; copy synthetic/ over).
+Review: open review/ltg.html, judge the samples, Export manifest_ltg.csv, then rerun the same
+command with --config.review.manifest.ltg=manifest_ltg.csv (any manifest works: a JSON list,
+{"accept": [...], "reject": [...]}, or CSV file_name[,decision[,note]]). The same workdir
+resumes: review, the fine-tuning of the arms whose kept samples changed, and the report rerun.
 
 RESULTS (2026-12-02, 2 CPU cores, jax 0.10.2, shipped LDM + predictor + oracle; copy of the
 report in docs/mine/): `make mine` took 298 s end to end (venv present, warm compile cache):

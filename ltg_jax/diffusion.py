@@ -281,10 +281,26 @@ def with_signal(
 ) -> sampling.SamplerModels:
     """The same sampler callables plus a signal; params become {'diffusion', 'predictor'}."""
     eps_fn, decode_fn = diffusion_models.eps_fn, diffusion_models.decode_fn
+    guide = diffusion_models.guide_decode_fn
     return diffusion_models._replace(
         eps_fn=lambda params, z, t, cond: eps_fn(params["diffusion"], z, t, cond),
         decode_fn=lambda params, z: decode_fn(params["diffusion"], z),
         signal_fn=lambda params, images, cond: signal_fn(params["predictor"], images, cond),
+        guide_decode_fn=None if guide is None else lambda params, z: guide(params["diffusion"], z),
+    )
+
+
+def with_tiny_decoder(
+    diffusion_models: sampling.SamplerModels, tiny: models.AutoencoderTiny, scaling_factor: float
+) -> sampling.SamplerModels:
+    """Guidance through a tiny decoder (params['tiny_vae']); final images stay the full VAE's.
+
+    `scaling_factor` is the tiny folder's own (TAESD: 1.0; it decodes diffusion latents).
+    """
+    return diffusion_models._replace(
+        guide_decode_fn=lambda params, z: models.tiny_decode(
+            tiny, params["tiny_vae"], z, scaling_factor
+        )
     )
 
 

@@ -1,10 +1,12 @@
 """Does guidance do what it should? LTG vs unguided samples from the same seeds, side by side.
 
-For every (weight, grad_through) setting and the unguided baseline (w = 0), `run_ltg` draws
-the same plan of samples (same classes, counts, seed); we then report the mean longtail
-signals of the final images, the predictor's accuracy on them (lower = harder for it) and the
-oracle's class fidelity (how much of the class survives). Each setting is its own resumable
-LTG run, so an interrupted study picks up where it stopped.
+For every (weight, grad_through) setting, the unguided baseline (w = 0) and the `extra`
+settings (a tiny guidance decoder, a stride, a window), `run_ltg` draws the same plan of
+samples (same classes, counts, seed); we then report the mean longtail signals of the final
+images, the predictor's accuracy on them (lower = harder for it), the oracle's class fidelity
+(how much of the class survives) and the cost against unguided sampling: wall time (with
+compiles) and XLA's FLOPs of the run's steps. Each setting is its own resumable LTG run, so
+an interrupted study picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -18,29 +20,48 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from ltg_jax import io, ltg_sampling, metrics, mining, predictor, workdirs
+from ltg_jax import io, ltg_sampling, metrics, mining, predictor, sampling, workdirs
 from ltg_jax.data import synthetic
 
 SIGNALS_REPORTED = ("epistemic", "entropy", "energy")
 
 
 def setting_name(w: float, grad_through: str) -> str:
-    """Folder name of one setting, e.g. 'w0' (unguided) or 'w2_z0'."""
+    """Folder name of one grid setting, e.g. 'w0' (unguided) or 'w2_z0'."""
     return "w0" if w == 0 else f"w{w:g}_{grad_through}"
 
 
-def settings(config: ml_collections.ConfigDict) -> list[tuple[float, str]]:
-    """The unguided baseline first, then every (w, grad_through) pair of the config."""
-    return [(0.0, "z0")] + [(float(w), g) for g in config.grad_through for w in config.weights]
+def settings(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """The unguided baseline, every (w, grad_through) pair, then the config's `extra` settings.
+
+    Each is {'name', <dotted ltg config overrides>}; an extra setting (e.g. a tiny guidance
+    decoder, a stride or a window) names the keys it changes.
+    """
+    grid = [(0.0, "z0")] + [(float(w), g) for g in config.grad_through for w in config.weights]
+    out = [
+        {"name": setting_name(w, g), "sampler.guidance.w": w, "sampler.guidance.grad_through": g}
+        for w, g in grid
+    ]
+    return out + [dict(extra) for extra in config.get("extra", ())]
 
 
-def setting_config(config: ml_collections.ConfigDict, w: float, grad_through: str):
-    """The run_ltg config of one setting: only w and grad_through differ between settings."""
+def setting_config(config: ml_collections.ConfigDict, setting: dict[str, Any]):
+    """The run_ltg config of one setting: the study's ltg config with the setting's overrides."""
     ltg = copy.deepcopy(config.ltg)
-    ltg.sampler.guidance.w = w
-    ltg.sampler.guidance.grad_through = grad_through
-    ltg.variant = "unguided" if w == 0 else ltg.variant
+    ltg.update_from_flattened_dict({k: v for k, v in setting.items() if k != "name"})
+    ltg.variant = "unguided" if float(ltg.sampler.guidance.w) == 0 else ltg.variant
     return ltg
+
+
+def run_flops(ltg: ml_collections.ConfigDict) -> float:
+    """XLA's FLOPs of a whole run's sampling for one batch (one compiled step of each kind)."""
+    setup = ltg_sampling.build(ltg)
+    batch = int(ltg.batch_size)
+    rows = np.arange(batch) % len(setup.plan.class_ids)
+    cond = ltg_sampling.take_rows(setup.cond_table, rows)
+    sampler = setup.sampler
+    flops = sampling.step_flops(sampler.config, sampler.models, setup.params, cond, batch)
+    return sampling.run_flops(flops, sampler.config)
 
 
 def measure(
@@ -98,16 +119,26 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
 def _study(config: ml_collections.ConfigDict, workdir: Path, bundle, oracle) -> dict[str, Any]:
     """run_study's settings and outputs once the workdir is claimed."""
     rows, grid = [], []
-    for w, grad_through in settings(config):
-        name = setting_name(w, grad_through)
+    for setting in settings(config):
+        name, ltg = setting["name"], setting_config(config, setting)
         tic = time.time()
-        summary = ltg_sampling.run_ltg(setting_config(config, w, grad_through), workdir / name)
+        summary = ltg_sampling.run_ltg(ltg, workdir / name)
         data = synthetic.load_synthetic(workdir / name / ltg_sampling.DATA_DIR)
-        row = {"setting": name, "w": w, "grad_through": "-" if w == 0 else grad_through}
+        guide = ltg.sampler.guidance
+        row = {
+            "setting": name,
+            "w": float(guide.w),
+            "grad_through": "-" if float(guide.w) == 0 else str(guide.grad_through),
+            "decoder": "tiny" if str(ltg.get("tiny_decoder", "")) else "full",
+        }
         row.update(measure(data, bundle, oracle, int(config.ltg.batch_size)))
         row["wall_s"] = float(summary.get("wall_time_s", time.time() - tic))
+        row["flops"] = run_flops(ltg)
         rows.append(row)
         grid.append(data.images[:: max(1, len(data.images) // int(config.grid_columns))])
+    for row in rows:  # cost against the unguided baseline (the first row)
+        row["wall_ratio"] = row["wall_s"] / rows[0]["wall_s"]
+        row["flops_ratio"] = row["flops"] / rows[0]["flops"]
     columns = min(len(g) for g in grid)
     io.save_grid(
         workdir / "guidance_study.png", np.concatenate([g[:columns] for g in grid]), columns

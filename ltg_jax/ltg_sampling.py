@@ -243,8 +243,10 @@ def check_run_settings(
             f"--config.batch_size={config.batch_size} must be a positive multiple of the "
             f"{n_dev} devices (x {n_proc} processes)"
         )
-    if config.dtype not in DTYPES:
-        raise ValueError(f"--config.dtype={config.dtype!r}; use one of {sorted(DTYPES)}")
+    for field in ("dtype", "param_dtype"):
+        value = config.get(field, "float32")
+        if value not in DTYPES:
+            raise ValueError(f"--config.{field}={value!r}; use one of {sorted(DTYPES)}")
     return weights_
 
 
@@ -285,6 +287,12 @@ def pending_batches(
 def file_hash(path: str | os.PathLike) -> str:
     """sha256 hex of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def folder_hash(path: str | os.PathLike) -> str:
+    """sha256 over a model folder's config.json and weight files (e.g. a tiny decoder)."""
+    files = sorted(Path(path).glob("*.safetensors")) + [Path(path) / "config.json"]
+    return hashlib.sha256("".join(file_hash(f) for f in files).encode()).hexdigest()
 
 
 def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: Path) -> None:
@@ -331,6 +339,8 @@ def validate(config: ml_collections.ConfigDict):
             "--config.class_names or drop 'loss' from --config.signal"
         )
     sampler_config(config, info)  # rejects bad solver/steps/guidance keys now
+    if str(config.get("tiny_decoder", "")):
+        weights.load_tiny_vae(config.tiny_decoder, place=lambda x: None)  # reads and checks
     adapter = predictor_adapter(config, bundle)
     check_bundle_runs(bundle, adapter, decoded_shape(config, info), config.predictor)
     return info, bundle, plan, weights_
@@ -398,24 +408,32 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     mesh = parallel.data_mesh() if mesh is None else mesh
     pipe = weights.load_pipeline(
         info.path, dtype=DTYPES[config.dtype], remat=config.remat,
+        param_dtype=DTYPES[config.get("param_dtype", "float32")],
         place=lambda x: parallel.replicate(x, mesh),  # straight onto the mesh: one copy
     )  # fmt: skip
     adapter = predictor_adapter(config, bundle)
     base = diffusion.conditional_models(pipe, _tuple(config.resolution) or None)
+    diffusion_params = diffusion.pipeline_params(pipe)
+    tiny_hash = {}
+    if str(config.get("tiny_decoder", "")):
+        tiny, diffusion_params["tiny_vae"], tiny_config = weights.load_tiny_vae(
+            config.tiny_decoder, dtype=DTYPES[config.dtype]
+        )
+        base = diffusion.with_tiny_decoder(base, tiny, float(tiny_config["scaling_factor"]))
+        tiny_hash["tiny_decoder_hash"] = folder_hash(config.tiny_decoder)
     models_ = diffusion.with_signal(base, diffusion.predictor_signal(bundle, weights_, adapter))
     ids = np.asarray(plan.predictor_ids, np.int32)
     if info.kind == "class":
         cond_table = ids
     else:
         cond_table = diffusion.encode_prompts(pipe, plan.labels, ids, config.negative_prompt)
-    params = parallel.replicate(
-        diffusion.guided_params(diffusion.pipeline_params(pipe), bundle.params), mesh
-    )
+    params = parallel.replicate(diffusion.guided_params(diffusion_params, bundle.params), mesh)
     hashes = {
         "model_hash": weights.model_hash(info.path),
         "predictor_hash": predictor_hash(
             config.predictor, bundle, config.get("predictor_heads", "")
         ),
+        **tiny_hash,
     }
     score = diffusion.adapted_scorer(bundle, adapter, predictions=True)
     return Setup(

@@ -699,11 +699,20 @@ def write_review_pages(
     reviewed: Mapping[str, ArmData],
     class_names: Sequence[str],
 ) -> dict[str, str]:
-    """review/<arm>.html for each synthetic arm, opened with its manifest's decisions."""
+    """review/<arm>.html for each synthetic arm, opened with its manifest's decisions.
+
+    Beside each page, review/<arm>.jsonl: every sample's metadata row with the oracle's
+    verdict, the manifest's decision and note, and `used_for_training`.
+    """
     pages = {}
     for arm, data in reviewed.items():
         if not data.rows:
             continue
+        io.atomic_write_text(
+            workdir / REVIEW_DIR / f"{arm}.jsonl",
+            "".join(io.dumps(r | {"used_for_training": bool(k)}) + "\n"
+                    for r, k in zip(data.rows, data.keep, strict=True)),
+        )  # fmt: skip
         guidance = data.rows[0].get("guidance", "")
         path = review_page.write_page(
             workdir / REVIEW_DIR / f"{arm}.html", data.summary["root"], data.rows, class_names,

@@ -77,22 +77,26 @@ class LTGPipeline:
         remat: str = "none",
         variant: str | None = None,
         input_adapter: adapters.InputAdapter | Mapping[str, Any] | None = None,
+        param_dtype: str = "float32",
     ) -> LTGPipeline:
         """Load a folder (ours or Stable Diffusion 1.x/2.x) and a predictor.
 
         `predictor`: a bundle, a msgpack bundle path or `package.module:factory` (default:
         the shipped Fashion-MNIST-LT predictor with its epistemic heads); `heads`: epistemic
         heads trained for it (`train.epistemic_head` writes heads.msgpack). `dtype` is the
-        compute dtype ('float32' | 'bfloat16'); the predictor's input adapter may be replaced.
+        compute dtype ('float32' | 'bfloat16') and `param_dtype` how the weights are held
+        (bfloat16 halves their memory); the predictor's input adapter may be replaced.
         """
-        if dtype not in ltg_sampling.DTYPES:
-            raise ValueError(f"dtype={dtype!r}; use one of {sorted(ltg_sampling.DTYPES)}")
+        for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+            if value not in ltg_sampling.DTYPES:
+                raise ValueError(f"{name}={value!r}; use one of {sorted(ltg_sampling.DTYPES)}")
         bundle = predictors.load_predictor(
             predictor if predictor is not None else predictors.SHIPPED_PREDICTOR, heads
         )
         mesh = parallel.data_mesh() if mesh is None else mesh
         pipe = weights.load_pipeline(
             folder, variant=variant, dtype=ltg_sampling.DTYPES[dtype], remat=remat,
+            param_dtype=ltg_sampling.DTYPES[param_dtype],
             place=lambda x: parallel.replicate(x, mesh),  # onto the mesh: one copy
         )  # fmt: skip
         return cls(pipe, bundle, mesh=mesh, input_adapter=input_adapter)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from ltg_jax import guidance, parallel, schedulers
@@ -35,6 +36,8 @@ class SamplerModels(NamedTuple):
         guidance and the returned signals are NaN.
     null_cond(cond) -> cond of the unconditional CFG branch (same structure); None: no CFG.
     latent_shape: (h, w, c) of one latent.
+    guide_decode_fn(params, z) -> images: the decoder guidance differentiates (e.g. a tiny
+        distilled one); None: decode_fn. The returned images always come from decode_fn.
     """
 
     eps_fn: Callable[[Params, jax.Array, jax.Array, Cond], jax.Array]
@@ -42,6 +45,7 @@ class SamplerModels(NamedTuple):
     signal_fn: Callable[[Params, jax.Array, Cond], jax.Array] | None
     null_cond: Callable[[Cond], Cond] | None
     latent_shape: tuple[int, int, int]
+    guide_decode_fn: Callable[[Params, jax.Array], jax.Array] | None = None
 
 
 class SampleOutput(NamedTuple):
@@ -178,8 +182,10 @@ def sample_local(
     step_keys = _fold(keys, 1)
     z = initial_latents(rng, sample_indices, models.latent_shape)
 
+    guide_decode = models.guide_decode_fn or models.decode_fn
+
     def signal_of_x0(x0):
-        return models.signal_fn(params, models.decode_fn(params, x0), cond)
+        return models.signal_fn(params, guide_decode(params, x0), cond)
 
     def body(carry, xs):
         z, state = carry
@@ -208,6 +214,64 @@ def sample_local(
     else:
         signals = models.signal_fn(params, images, cond).astype(jnp.float32)
     return SampleOutput(images, signals, z, trace.T)
+
+
+def one_step(
+    config: SamplerConfig, models: SamplerModels, guided: bool
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """`step(params, z [B,h,w,c], cond, keys [B], i) -> (z_prev, signal)`: one sampler step.
+
+    The scan body's work (CFG model call, `guidance.denoise_step`) with the weight a
+    trace-time constant (config.guidance.w when `guided`, else 0), so XLA's cost analysis of
+    the compiled step counts exactly one branch: what a step of a run costs.
+    """
+    schedule = schedulers.make_schedule(dict(config.scheduler), config.num_steps, config.solver)
+    guide_decode = models.guide_decode_fn or models.decode_fn
+    w = config.guidance.w if guided else 0.0
+
+    def step(params, z, cond, keys, i):
+        model_fn = _model_fn(models, config.cfg_scale, params, schedule.timesteps[i], cond)
+        signal_of_x0 = None
+        if guided:
+
+            def signal_of_x0(x0):
+                return models.signal_fn(params, guide_decode(params, x0), cond)
+
+        z, signal, _ = guidance.denoise_step(
+            model_fn, signal_of_x0, schedule, i, z, w, keys, config.guidance, config.eta, ()
+        )
+        return z, signal
+
+    return step
+
+
+def step_flops(
+    config: SamplerConfig, models: SamplerModels, params: Params, cond: Cond, batch: int
+) -> dict[str, float]:
+    """XLA's FLOPs of one guided and one unguided step at `batch` (compiled, never run).
+
+    `cond` holds `batch` rows of conditioning.
+    """
+    sds = jax.ShapeDtypeStruct
+    z = sds((batch, *models.latent_shape), jnp.float32)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
+    out = {}
+    for name, guided in (("guided", True), ("unguided", False)):
+        step = jax.jit(one_step(config, models, guided))
+        analysis = step.lower(params, z, cond, keys, sds((), jnp.int32)).compile().cost_analysis()
+        out[name] = float(analysis["flops"])
+    return out
+
+
+def run_flops(step_flops: Mapping[str, float], config: SamplerConfig) -> float:
+    """FLOPs of a whole run from one step's: {'guided', 'unguided'} (per step, same batch).
+
+    Guided steps are the window/stride's, each repeated `recurrence` times.
+    """
+    weights = guidance.guidance_weights(config.guidance, config.num_steps)
+    guided = int(np.count_nonzero(weights))
+    repeats = guided * config.guidance.recurrence
+    return repeats * step_flops["guided"] + (config.num_steps - guided) * step_flops["unguided"]
 
 
 def make_sampler(
@@ -256,4 +320,5 @@ def make_sampler(
 
     sampler.jitted = jitted  # for .lower(...) and ._cache_size() (one compile per shape)
     sampler.mesh = mesh
+    sampler.config, sampler.models = config, models  # for cost accounting (step_flops)
     return sampler

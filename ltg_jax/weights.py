@@ -53,6 +53,7 @@ from ltg_jax.models import (
 )
 from ltg_jax.models.defaults import UnsupportedModelError, fill_defaults
 from ltg_jax.models.layers import Dtype
+from ltg_jax.models.vae_tiny import AutoencoderTiny, vae_tiny_from_config
 
 Params = dict[str, Any]
 PathLike = str | pathlib.Path
@@ -76,6 +77,7 @@ LIST_NAMES = frozenset(
         "to_out",
         "net",
         "layers",
+        "conv",  # AutoencoderTinyBlock's Sequential
     }
 )
 PT_METADATA = {"format": "pt"}  # what torch-side savers write; never mutated
@@ -324,21 +326,7 @@ def _plan_component(
     tensors = {_normalise_key(name, k, prefix): stored[k] for k in keys}
     expected = expected_tensors(module)
     where = files[0].relative_to(folder) if len(files) == 1 else f"{name}/ (sharded)"
-    for k in sorted(expected.keys() - tensors.keys()):
-        problems.append(f"  {where}: missing    {prefix}{k}  expected {expected[k][1]}")
-    for k in sorted(tensors.keys() - expected.keys()):
-        problems.append(f"  {where}: unexpected {prefix}{k}  found {tensors[k].shape}")
-    for k in sorted(tensors.keys() & expected.keys()):
-        info = tensors[k]
-        if info.shape != expected[k][1]:
-            problems.append(
-                f"  {where}: shape      {prefix}{k}  expected {expected[k][1]}, found {info.shape}"
-            )
-        if info.dtype not in ST_DTYPES:
-            problems.append(
-                f"  {where}: dtype      {prefix}{k}  {info.dtype} is not supported "
-                f"(use one of {list(ST_DTYPES)}: re-save the model in float32/float16/bfloat16)"
-            )
+    problems += tensor_problems(expected, tensors, str(where), prefix)
     dtypes = [t.dtype for t in tensors.values() if t.dtype in ST_DTYPES]
     stored_dtype = max(set(dtypes), key=dtypes.count) if dtypes else "F32"
     # The variant actually read (a requested one may have fallen back to the plain file).
@@ -351,6 +339,71 @@ def _plan_component(
         expected,
         Storage(inv[stored_dtype], file_variant, prefix, metadata),
     )
+
+
+def tensor_problems(
+    expected: Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]],
+    tensors: Mapping[str, TensorInfo],
+    where: str,
+    prefix: str = "",
+) -> list[str]:
+    """One line per missing, unexpected, mis-shaped or unsupported-dtype tensor."""
+    problems = [
+        f"  {where}: missing    {prefix}{k}  expected {expected[k][1]}"
+        for k in sorted(expected.keys() - tensors.keys())
+    ]
+    problems += [
+        f"  {where}: unexpected {prefix}{k}  found {tensors[k].shape}"
+        for k in sorted(tensors.keys() - expected.keys())
+    ]
+    for k in sorted(tensors.keys() & expected.keys()):
+        info = tensors[k]
+        if info.shape != expected[k][1]:
+            problems.append(
+                f"  {where}: shape      {prefix}{k}  expected {expected[k][1]}, found {info.shape}"
+            )
+        if info.dtype not in ST_DTYPES:
+            problems.append(
+                f"  {where}: dtype      {prefix}{k}  {info.dtype} is not supported "
+                f"(use one of {list(ST_DTYPES)}: re-save the model in float32/float16/bfloat16)"
+            )
+    return problems
+
+
+def load_tiny_vae(
+    folder: PathLike,
+    *,
+    dtype: Dtype = jnp.float32,
+    place: Callable[[np.ndarray], Any] = jnp.asarray,
+) -> tuple[AutoencoderTiny, Params, dict]:
+    """An AutoencoderTiny folder (TAESD: config.json + diffusion_pytorch_model.safetensors).
+
+    Returns (module, float32 params, config); mismatched tensors are one WeightsMismatchError.
+    """
+    folder = pathlib.Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder}: no config.json; point at an AutoencoderTiny folder (e.g. a TAESD "
+            "download, or what train.tiny_decoder writes)"
+        )
+    config = _read_json(folder / "config.json")
+    module = vae_tiny_from_config(config, dtype=dtype, source=str(folder / "config.json"))
+    files = weight_files(folder, "diffusion_pytorch_model", None)
+    tensors: dict[str, TensorInfo] = {}
+    for f in files:
+        tensors.update(read_header(f)[0])
+    expected = expected_tensors(module)
+    problems = tensor_problems(expected, tensors, files[0].name)
+    if problems:
+        raise WeightsMismatchError(
+            f"{folder}: {len(problems)} tensor(s) do not match the AutoencoderTiny built from "
+            "its config.json:\n" + "\n".join(problems)
+        )
+    dtypes = [t.dtype for t in tensors.values()]
+    inv = {v: k for k, v in DTYPE_NAMES.items()}
+    storage = Storage(inv[max(set(dtypes), key=dtypes.count)], None, "", None)
+    plan = _Plan(module, config, tensors, expected, storage)
+    return module, _materialise(plan, place), config
 
 
 def _variant_of(filename: str, stem: str) -> str | None:
@@ -431,6 +484,14 @@ def _components(folder: pathlib.Path) -> tuple[dict, list[str]]:
     return index, names
 
 
+def storage_cast(array: np.ndarray, param_dtype: Dtype) -> np.ndarray:
+    """A parameter as stored in memory: matrices and kernels in `param_dtype`, 1-D ones f32.
+
+    Biases and norm scales are a rounding error of the memory and keep full precision.
+    """
+    return array.astype(param_dtype) if array.ndim >= 2 else array
+
+
 def load_pipeline(
     folder: PathLike,
     *,
@@ -438,6 +499,7 @@ def load_pipeline(
     dtype: Dtype = jnp.float32,
     remat: str = "none",
     place: Callable[[np.ndarray], Any] = jnp.asarray,
+    param_dtype: Dtype = jnp.float32,
 ) -> Pipeline:
     """Load a diffusers-format folder into modules + float32 params, without torch.
 
@@ -445,7 +507,8 @@ def load_pipeline(
     samplers pass `parallel.replicate` onto their mesh, so no second copy is made there).
 
     `variant` picks e.g. `*.fp16.safetensors` (a folder holding only one variant needs none);
-    `dtype` is the modules' compute dtype; `remat` is "none" | "decoder" | "all". Every missing,
+    `dtype` is the modules' compute dtype; `param_dtype` how weights are held in memory
+    (bfloat16 halves it; see `storage_cast`); `remat` is "none" | "decoder" | "all". Every missing,
     unexpected, mis-shaped or unsupported-dtype tensor of every component is reported in one
     WeightsMismatchError before any tensor is read.
     """
@@ -465,7 +528,8 @@ def load_pipeline(
         or any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json"))
     )
     tokenizer = load_clip_tokenizer(tok_dir) if has_tok else None  # fails before the weights
-    params = {n: _materialise(p, place) for n, p in plans.items()}
+    cast = lambda x: place(storage_cast(x, param_dtype))
+    params = {n: _materialise(p, cast) for n, p in plans.items()}
     sched = folder / "scheduler" / "scheduler_config.json"
     get = lambda n, field: getattr(plans[n], field) if n in plans else None
     return Pipeline(

@@ -114,7 +114,8 @@ def without(obj, keys: set[str]):
 
 
 RUN_SPECIFIC = {"wall_time_s", "stage_wall_time_s", "stage_wall_time_total_s",
-                "stages_run_this_time", "seconds_this_run", "root"}  # fmt: skip
+                "stages_run_this_time", "seconds_this_run", "root",
+                "generation_images_per_s"}  # fmt: skip
 
 
 def test_mining_loop_on_two_processes_equals_one_process(models, tmp_path):

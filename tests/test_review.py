@@ -200,6 +200,12 @@ def test_review_page_in_a_browser_then_the_mining_loop_reads_it(mined, tmp_path)
     ]
     ev = io.read_json(workdir / "finetune" / "ltg" / "seed_0" / "eval.json")
     assert ev["train"]["num_synthetic"] == again["synthetic"]["ltg"]["kept"]
+    # Every sample's review record: the oracle's verdict, the decision, whether it was used.
+    record = {r["file_name"]: r for r in io.read_jsonl(workdir / "review" / "ltg.jsonl")}
+    assert len(record) == 12 and not record[boots[0]["file_name"]]["used_for_training"]
+    assert record[boots[0]["file_name"]]["decision"] == "reject"
+    assert sum(r["used_for_training"] for r in record.values()) == ev["train"]["num_synthetic"]
+    assert all({"oracle_name", "oracle_prob", "predicted_prob"} <= set(r) for r in record.values())
     assert page_data(page_path)["decisions"][boots[0]["file_name"]] == {
         "decision": "reject", "note": "heel too high, reads as a sandal",
     }  # fmt: skip

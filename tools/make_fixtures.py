@@ -16,6 +16,9 @@ Writes, in about 10 s on one CPU core (all together well under 2 MB):
     tests/fixtures/tiny_sd_hub_images.npz  diffusers StableDiffusionPipeline + DDIMScheduler
                                   images ([0, 1], NHWC) from our sampler's initial latents
     tests/fixtures/config_defaults.json    diffusers/transformers constructor defaults
+    tests/fixtures/tiny_taesd/    a random AutoencoderTiny (TAESD layout, 8 channels) and
+    tests/fixtures/tiny_taesd_outputs.npz  its decode/encode outputs (NHWC); only these two:
+                                  `tools/make_fixtures.py taesd`
 The tests read only these files; they never import torch.
 """
 
@@ -364,10 +367,50 @@ def make_hub_fixtures() -> None:
     )
 
 
+TAESD_CONFIG = {
+    "encoder_block_out_channels": [8, 8, 8, 8],
+    "decoder_block_out_channels": [8, 8, 8, 8],
+    "num_encoder_blocks": [1, 2, 2, 2],
+    "num_decoder_blocks": [2, 2, 2, 1],
+    "latent_channels": 4,
+}
+
+
+def make_taesd_fixture(seed: int = 3) -> None:
+    """tiny_taesd/ (diffusers AutoencoderTiny, random) and its outputs on fixed inputs."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    model = AutoencoderTiny(**TAESD_CONFIG).eval()
+    with torch.no_grad():  # larger random weights than the init, so every layer matters
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    folder = FIXTURES / "tiny_taesd"
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    model = AutoencoderTiny.from_pretrained(folder).eval()
+    rng = np.random.default_rng(seed)
+    latents = rng.standard_normal((2, 4, 4, 4)).astype(np.float32) * 2.0  # NHWC
+    images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    nchw = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
+    nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1).astype(np.float32)
+    with torch.no_grad():
+        decoded = nhwc(model.decode(nchw(latents)).sample)
+        encoded = nhwc(model.encode(nchw(images)).latents)
+    np.savez_compressed(
+        FIXTURES / "tiny_taesd_outputs.npz",
+        latents=latents, decoded=decoded, images=images, encoded=encoded,
+    )  # fmt: skip
+
+
 def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    if sys.argv[1:] == ["taesd"]:
+        make_taesd_fixture()
+        return
     inputs = fixed_inputs()
     arrays = {f"inputs.{k}": v for k, v in inputs.items()}
     arrays["prompts"] = np.array(PROMPTS)
@@ -385,6 +428,7 @@ def main() -> None:
         print(f"scheduler fixtures not written ({e})")
     else:
         make_scheduler_fixtures(FIXTURES)
+    make_taesd_fixture()
     total = sum(f.stat().st_size for f in FIXTURES.rglob("*") if f.is_file())
     print(f"wrote {FIXTURES} ({total / 1e6:.2f} MB)")
 

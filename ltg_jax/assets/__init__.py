@@ -4,6 +4,8 @@ fashion_mnist_ldm/          diffusers-format class-conditional LDM (unet/, vae/,
                             class_embedder/, scheduler/), trained by train/vae.py + train/ldm.py
 predictor_bundle.msgpack    the Fashion-MNIST-LT predictor + epistemic heads
 oracle_bundle.msgpack       the oracle classifier (full balanced Fashion-MNIST)
+fashion_mnist_tiny_decoder/ AutoencoderTiny distilled from the LDM's VAE by
+                            train/tiny_decoder.py: the cheap guidance decoder
 """
 
 from pathlib import Path
@@ -12,6 +14,7 @@ ASSETS = Path(__file__).parent
 EMBEDDED_LDM = ASSETS / "fashion_mnist_ldm"
 PREDICTOR_BUNDLE = ASSETS / "predictor_bundle.msgpack"
 ORACLE_BUNDLE = ASSETS / "oracle_bundle.msgpack"
+TINY_DECODER = ASSETS / "fashion_mnist_tiny_decoder"
 # The sampling defaults the shipped LDM's quality figures were measured at.
 DEFAULT_NUM_STEPS = 25
 DEFAULT_CFG_SCALE = 3.0

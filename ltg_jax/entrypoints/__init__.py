@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-TRAINERS = ("predictor", "epistemic_head", "eval_signals", "vae", "ldm")
+TRAINERS = ("predictor", "epistemic_head", "eval_signals", "vae", "ldm", "tiny_decoder")
 
 
 def _run(module_name: str, argv: list[str]) -> None:

@@ -30,6 +30,7 @@ from ltg_jax.models.vae import (
     vae_encode,
     vae_from_config,
 )
+from ltg_jax.models.vae_tiny import AutoencoderTiny, tiny_decode, vae_tiny_from_config
 
 Params = dict[str, Any]
 
@@ -77,6 +78,7 @@ def init_params(module: nn.Module, rng: jax.Array) -> Params:
 
 __all__ = [
     "AutoencoderKL",
+    "AutoencoderTiny",
     "CLIPTextModel",
     "ClassEmbedder",
     "Params",
@@ -94,10 +96,12 @@ __all__ = [
     "load_clip_tokenizer",
     "sample_posterior",
     "tokenize",
+    "tiny_decode",
     "tokenizer_files_problem",
     "unet_apply",
     "unet_from_config",
     "vae_decode",
     "vae_encode",
     "vae_from_config",
+    "vae_tiny_from_config",
 ]

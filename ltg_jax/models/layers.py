@@ -44,7 +44,13 @@ def layer_norm(eps: float, dtype: Dtype, name: str) -> nn.LayerNorm:
 
 
 def conv(
-    features: int, kernel: int, dtype: Dtype, name: str | None, stride: int = 1, padding=None
+    features: int,
+    kernel: int,
+    dtype: Dtype,
+    name: str | None,
+    stride: int = 1,
+    padding=None,
+    use_bias: bool = True,
 ) -> nn.Conv:
     """Conv with torch's symmetric `kernel // 2` padding unless `padding` is given."""
     pad = kernel // 2
@@ -53,6 +59,7 @@ def conv(
         (kernel, kernel),
         strides=(stride, stride),
         padding=((pad, pad), (pad, pad)) if padding is None else padding,
+        use_bias=use_bias,
         dtype=dtype,
         name=name,
         conv_general_dilated=conv_general_dilated,
@@ -64,19 +71,17 @@ def attention(
 ) -> jax.Array:
     """Multi-head attention. q [B,Lq,H*d], k/v [B,Lk,H*d], mask [Lq,Lk] bool -> [B,Lq,H*d].
 
-    Logits and softmax are float32 whatever the compute dtype (diffusers' upcast_attention),
-    so bf16 runs stay stable.
+    `jax.nn.dot_product_attention`: XLA's fused attention, cuDNN flash attention on GPUs
+    where it applies (bf16/fp16). Logits and softmax are float32 whatever the compute dtype
+    (diffusers' upcast_attention), so bf16 runs stay stable.
     """
     b, lq, inner = q.shape
     d = inner // num_heads
     split = lambda t: t.reshape(t.shape[0], t.shape[1], num_heads, d)
-    logits = jnp.einsum(
-        "bqhd,bkhd->bhqk", split(q), split(k), preferred_element_type=jnp.float32
-    ) * (d**-0.5)
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, split(v)).reshape(b, lq, inner)
+    out = jax.nn.dot_product_attention(
+        split(q), split(k), split(v), mask=None if mask is None else mask[None, None]
+    )
+    return out.reshape(b, lq, inner)
 
 
 class ResnetBlock2D(nn.Module):

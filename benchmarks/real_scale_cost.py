@@ -1,0 +1,122 @@
+"""Real-scale cost on paper: XLA's FLOPs and memory of one sampler step, compiled, never run.
+
+One unguided and several guided steps (the shipped defaults: CFG, w = 2, unit-normalised
+gradient, DDIM) at Stable Diffusion 1.5 512² and SD 2.1 768² shapes, with abstract weights
+(`jax.eval_shape`: no memory, no values). Guided steps take the gradient through the full VAE
+decoder or through a TAESD-sized tiny decoder (diffusers' AutoencoderTiny defaults: 64
+channels, blocks 3/3/3/1), with remat none / decoder / all, in float32 or bfloat16 compute.
+
+  .venv/bin/python -m benchmarks.real_scale_cost --shapes sd15,sd21 --out /tmp/ltg_bench/cost.jsonl
+
+SD 2.1 is modelled as SD 1.5's UNet at 768² with a 1024-wide text context: its linear
+projections and per-block head counts change neither FLOPs nor activation sizes. The signal is
+the shipped predictor's entropy on the decoded images resized in-graph (a small CNN; its cost
+is in every guided row alike). Reported per image (batch 1). Compile time on 2 CPU cores:
+about a minute per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import common, gpu_sd15
+from ltg_jax import diffusion, models
+
+SHAPES = {
+    "sd15": dict(gpu_sd15.SD15),
+    "sd21": {**gpu_sd15.SD15, "latent": 96, "context_dim": 1024},
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# (name, grad_through, decoder); "unguided" has w = 0.
+VARIANTS = {
+    "unguided": ("unguided", "full"),
+    "z0 full": ("z0", "full"),
+    "z0 tiny": ("z0", "tiny"),
+    "unet full": ("unet", "full"),
+    "unet tiny": ("unet", "tiny"),
+}
+
+
+def abstract_setup(shape: dict, dtype, remat: str) -> tuple[common.Setup, models.AutoencoderTiny]:
+    """An SD-shaped setup whose params are ShapeDtypeStructs, and a TAESD-sized tiny decoder."""
+    unet_config, vae_config = common.tiny_sd_configs(**shape)
+    unet = models.unet_from_config(unet_config, dtype=dtype, remat=remat)
+    vae = models.vae_from_config(vae_config, dtype=dtype, remat=remat)
+    params = (models.abstract_params(unet), models.abstract_params(vae))
+    pipe = common.build_tiny_sd_pipeline(dtype=dtype, remat=remat, params=params, **shape)
+    setup = common.setup_from_pipeline("abstract", pipe)
+    tiny = models.vae_tiny_from_config({}, dtype=dtype)
+    setup.params["diffusion"]["tiny_vae"] = models.abstract_params(tiny)
+    return setup, tiny
+
+
+def step_for(setup: common.Setup, tiny, variant: str):
+    """common.make_step of `variant`, its guidance gradient through the chosen decoder."""
+    grad_through, decoder = VARIANTS[variant]
+    if decoder == "tiny":  # TAESD decodes diffusion latents directly (scaling_factor 1)
+        tiny_models = diffusion.with_tiny_decoder(
+            diffusion.conditional_models(setup.pipe), tiny, 1.0
+        )
+        signal = diffusion.predictor_signal(setup.bundle, common.SIGNAL)
+        setup = dataclasses.replace(setup, models=diffusion.with_signal(tiny_models, signal))
+    return common.make_step(setup, grad_through)
+
+
+def compile_costs(setup: common.Setup, tiny, variant: str, batch: int = 1) -> dict:
+    """FLOPs, bytes and XLA memory of one compiled step (never executed)."""
+    h, w, c = setup.models.latent_shape
+    dim = int(setup.pipe.unet_config["cross_attention_dim"])
+    sds = jax.ShapeDtypeStruct
+    cond = {
+        "context": sds((batch, common.TEXT_LEN, dim), jnp.float32),
+        "uncond": sds((batch, common.TEXT_LEN, dim), jnp.float32),
+        "label": sds((batch,), jnp.int32),
+    }
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
+    args = (setup.params, sds((batch, h, w, c), jnp.float32), cond, keys, sds((), jnp.int32))
+    tic = time.perf_counter()
+    compiled = step_for(setup, tiny, variant).lower(*args).compile()
+    seconds = time.perf_counter() - tic
+    mem = compiled.memory_analysis()
+    return {
+        **common.cost(compiled),
+        "temp_gib": mem.temp_size_in_bytes / 2**30,
+        "argument_gib": mem.argument_size_in_bytes / 2**30,
+        "compile_s": seconds,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", default="sd15,sd21")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--remats", default="none")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    for shape in a.shapes.split(","):
+        for dtype in a.dtypes.split(","):
+            for remat in a.remats.split(","):
+                setup, tiny = abstract_setup(SHAPES[shape], DTYPES[dtype], remat)
+                base = None
+                for variant in a.variants.split(","):
+                    row = {"shape": shape, "dtype": dtype, "remat": remat, "variant": variant}
+                    row.update(compile_costs(setup, tiny, variant))
+                    base = row["flops"] if variant == "unguided" else base
+                    row["flops_vs_unguided"] = row["flops"] / base if base else None
+                    print(json.dumps(row), flush=True)
+                    if a.out:
+                        a.out.parent.mkdir(parents=True, exist_ok=True)
+                        with a.out.open("a") as f:
+                            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
