@@ -8,7 +8,12 @@ shipped copy is ltg_jax/assets/fashion_mnist_tiny_decoder/), eval_test.json and 
 Works for any pipeline folder (--config.pipeline) whose images a grain source of --config.data
 provides; the student's levels must match the VAE's (here 3: 8x8 latents -> 32x32 images).
 
-RESULTS: see docs/guidance_study.md (the tiny-decoder rows) and RESULTS below.
+RESULTS (2026-12-02, 2 CPU cores, jax 0.10.2; the shipped copy): 3,000 steps in 13.2 min
+(0.28 s/step). On the 10,000 test images the student's images differ from the full decoder's
+by L1 0.032 on clean latents and 0.050 on perturbed ones (images in [-1, 1]); XLA FLOPs of
+decoder forward + VJP (what guidance runs): 0.047 vs 0.243 GFLOP per image, a ratio of 0.194.
+docs/tiny_decoder_comparison.png: top row full decoder, bottom row tiny. Its effect on
+guidance: docs/guidance_study.md, section "Cheaper guidance".
 """
 
 import ml_collections

@@ -130,7 +130,7 @@ def make_optimizer(train: Mapping[str, Any]) -> optax.GradientTransformation:
     )
 
 
-def _train_loop(
+def train_loop(
     *,
     workdir: Path,
     config: ml_collections.ConfigDict,
@@ -230,8 +230,13 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         return _train_vae(config, workdir, vae, tx, params)
 
 
-def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
-    """train_vae's work once the workdir is claimed."""
+def start_image_training(config, workdir: Path, params: PyTree, tx) -> tuple:
+    """(state on the mesh, start step, checkpoint manager, training images) of a claimed workdir.
+
+    Saves the config, restores the latest checkpoint (or starts from `params`) and opens the
+    grain pipeline of the training split (no augmentation): what the VAE and the tiny
+    decoder trainers share.
+    """
     checkpointing.save_config(workdir, config)
     state, start = checkpointing.restore_or_init(
         manager := checkpointing.create_manager(workdir, save_every=config.checkpoint_every),
@@ -245,6 +250,12 @@ def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    return state, start, manager, dataset
+
+
+def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
+    """train_vae's work once the workdir is claimed."""
+    state, start, manager, dataset = start_image_training(config, workdir, params, tx)
     test = datasets.load_split(config.data, "test", max_examples=int(config.eval.max_examples))
 
     def on_checkpoint(state, step):
@@ -254,7 +265,7 @@ def _train_vae(config, workdir: Path, vae, tx, params) -> dict[str, Any]:
         if parallel.is_process_zero():
             io.save_grid(workdir / f"reconstructions_{step:06d}.png", grid, columns=16)
 
-    state = _train_loop(
+    state = train_loop(
         workdir=workdir,
         config=config,
         state=state,
@@ -488,7 +499,7 @@ def _train_ldm(config, workdir: Path, vae_parts, unet, embedder, params) -> dict
             )
             export_pipeline(pipe, workdir / PIPELINE_DIR)
 
-    _train_loop(
+    train_loop(
         workdir=workdir,
         config=config,
         state=state,

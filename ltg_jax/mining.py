@@ -361,9 +361,9 @@ def review(config: ml_collections.ConfigDict, arm: str, data: Path, inputs: Inpu
         by_manifest = int(n - keep.sum())
     probs = oracle_probs(inputs.oracle, loaded.images, int(config.eval.batch_size))
     fidelity = fidelity_report(loaded.labels, probs, inputs.class_names)
-    passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
     by_oracle = 0
     if config.review.oracle_filter:
+        passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
         by_oracle = int((keep & ~passed).sum())
         keep &= passed
     decisions = synthetic.manifest_decisions(manifest, loaded.rows) if manifest else {}

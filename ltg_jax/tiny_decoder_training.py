@@ -28,7 +28,6 @@ import optax
 import safetensors.numpy
 
 from ltg_jax import (
-    checkpointing,
     checks,
     diffusion,
     evaluation,
@@ -39,8 +38,7 @@ from ltg_jax import (
     weights,
     workdirs,
 )
-from ltg_jax import predictor_training as ptrain
-from ltg_jax.data import datasets, pipeline
+from ltg_jax.data import datasets
 
 PyTree = Any
 FOLDER = "tiny_decoder"
@@ -155,20 +153,8 @@ def train_tiny_decoder(
 
 def _train(config, workdir: Path, teacher, student, tiny_config, tx, params) -> dict[str, Any]:
     """train_tiny_decoder's work once the workdir is claimed."""
-    checkpointing.save_config(workdir, config)
-    state, start = checkpointing.restore_or_init(
-        manager := checkpointing.create_manager(workdir, save_every=config.checkpoint_every),
-        parallel.replicate(ptrain.create_train_state(params, tx), parallel.data_mesh()),
-    )
-    dataset = pipeline.make_dataset(
-        ptrain.data_source(config.data, "train"),
-        batch_size=config.train.batch_size,
-        seed=config.seed,
-        augment_images=False,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    state = ldm_training._train_loop(
+    state, start, manager, dataset = ldm_training.start_image_training(config, workdir, params, tx)
+    state = ldm_training.train_loop(
         workdir=workdir,
         config=config,
         state=state,

@@ -141,3 +141,21 @@ def test_bf16_compute_stays_close_to_diffusers_float32(case):
     diff = np.abs(_our_images(pipe, prompts, resolution, cfg_scale, steps) - expected)
     assert diff.mean() <= BF16_MEAN_TOL and diff.max() <= BF16_MAX_TOL, (diff.mean(), diff.max())
     assert diff.max() > 1e-4  # really computed in bf16 (float32 matches to ~1e-6)
+
+
+def test_bf16_weights_halve_the_memory_and_stay_close_to_diffusers():
+    import jax
+    import jax.numpy as jnp
+
+    prompts, resolution, cfg_scale, steps = CASES["default"]
+    expected = np.load(FIXTURES / "tiny_sd_hub_images.npz")["default"]
+    pipe = W.load_pipeline(HUB, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    leaves = jax.tree.leaves(pipe.unet_params)
+    kernels = [x for x in leaves if x.ndim >= 2]
+    assert {x.dtype for x in kernels} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in leaves if x.ndim == 1} == {jnp.dtype(jnp.float32)}  # biases, norms
+    full = W.load_pipeline(HUB)
+    size = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))
+    assert size(pipe.unet_params) < 0.6 * size(full.unet_params)
+    diff = np.abs(_our_images(pipe, prompts, resolution, cfg_scale, steps) - expected)
+    assert diff.mean() <= BF16_MEAN_TOL and diff.max() <= BF16_MAX_TOL, (diff.mean(), diff.max())
