@@ -4,7 +4,8 @@ One unguided and several guided steps (the shipped defaults: CFG, w = 2, unit-no
 gradient, DDIM) at Stable Diffusion 1.5 512² and SD 2.1 768² shapes, with abstract weights
 (`jax.eval_shape`: no memory, no values). Guided steps take the gradient through the full VAE
 decoder or through a TAESD-sized tiny decoder (diffusers' AutoencoderTiny defaults: 64
-channels, blocks 3/3/3/1), with remat none / decoder / all, in float32 or bfloat16 compute.
+channels, blocks 3/3/3/1), with remat none / decoder / all, in float32 or bfloat16 (compute
+and weights, as `--config.dtype=bfloat16 --config.param_dtype=bfloat16` hold them).
 
   .venv/bin/python -m benchmarks.real_scale_cost --shapes sd15,sd21 --out /tmp/ltg_bench/cost.jsonl
 
@@ -49,12 +50,21 @@ def abstract_setup(shape: dict, dtype, remat: str) -> tuple[common.Setup, models
     unet_config, vae_config = common.tiny_sd_configs(**shape)
     unet = models.unet_from_config(unet_config, dtype=dtype, remat=remat)
     vae = models.vae_from_config(vae_config, dtype=dtype, remat=remat)
-    params = (models.abstract_params(unet), models.abstract_params(vae))
+    params = (
+        stored(models.abstract_params(unet), dtype),
+        stored(models.abstract_params(vae), dtype),
+    )
     pipe = common.build_tiny_sd_pipeline(dtype=dtype, remat=remat, params=params, **shape)
     setup = common.setup_from_pipeline("abstract", pipe)
     tiny = models.vae_tiny_from_config({}, dtype=dtype)
-    setup.params["diffusion"]["tiny_vae"] = models.abstract_params(tiny)
+    setup.params["diffusion"]["tiny_vae"] = stored(models.abstract_params(tiny), dtype)
     return setup, tiny
+
+
+def stored(params, dtype):
+    """Abstract params as `load_pipeline(param_dtype=dtype)` holds them (weights.storage_cast)."""
+    cast = lambda x: jax.ShapeDtypeStruct(x.shape, dtype if x.ndim >= 2 else x.dtype)
+    return jax.tree.map(cast, params)
 
 
 def step_for(setup: common.Setup, tiny, variant: str):

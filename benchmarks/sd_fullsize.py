@@ -10,6 +10,9 @@ r"""Stable Diffusion 1.5 at its published config (random weights), on the CPU: p
 
 Needs the `reference` extra (torch, diffusers, transformers); ~20 min on 2 CPU cores:
   .venv/bin/python -m benchmarks.sd_fullsize --folder /tmp/sd15_hub
+SD 2.1's published config at 768 px, memory only, with bf16 weights and full remat:
+  .venv/bin/python -m benchmarks.sd_fullsize --model sd21 --folder /tmp/sd21_hub --no_parity \
+      --rss_sizes 768 --extra "--config.param_dtype=bfloat16 --config.remat=all"
 """
 
 from __future__ import annotations
@@ -39,8 +42,22 @@ SD15_TEXT = dict(
 )  # fmt: skip
 
 
-def build(folder: pathlib.Path) -> None:
-    """The SD 1.5-config random-weight folder, in hub layout (skipped if it is there)."""
+# SD 2.1 (768-v): linear projections, 5/10/20/20 heads of 64, a 1024-wide OpenCLIP-H text
+# encoder (23 layers, as SD 2.x uses the penultimate of 24), v-prediction at 768 px.
+SD21_UNET = dict(
+    sample_size=96, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, use_linear_projection=True,
+)  # fmt: skip
+SD21_VAE = {**SD15_VAE, "sample_size": 768}
+SD21_TEXT = dict(
+    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+    num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=1024,
+)  # fmt: skip
+MODELS = {"sd15": (SD15_UNET, SD15_VAE, SD15_TEXT), "sd21": (SD21_UNET, SD21_VAE, SD21_TEXT)}
+
+
+def build(folder: pathlib.Path, model: str = "sd15") -> None:
+    """The SD 1.5- (or 2.1-) config random-weight folder, in hub layout (skipped if there)."""
     if (folder / "model_index.json").is_file():
         return
     import torch
@@ -55,9 +72,10 @@ def build(folder: pathlib.Path) -> None:
     special = {k: vocab[t] for k, t in (("bos_token_id", make_fixtures.BOS),
                                         ("eos_token_id", make_fixtures.EOS),
                                         ("pad_token_id", make_fixtures.EOS))}  # fmt: skip
-    UNet2DConditionModel(**SD15_UNET).save_pretrained(folder / "unet")
-    AutoencoderKL(**SD15_VAE).save_pretrained(folder / "vae")
-    CLIPTextModel(CLIPTextConfig(**SD15_TEXT, **special)).save_pretrained(folder / "text_encoder")
+    unet, vae, text = MODELS[model]
+    UNet2DConditionModel(**unet).save_pretrained(folder / "unet")
+    AutoencoderKL(**vae).save_pretrained(folder / "vae")
+    CLIPTextModel(CLIPTextConfig(**text, **special)).save_pretrained(folder / "text_encoder")
     DDIMScheduler().save_pretrained(folder / "scheduler")  # replaced by the hub's PNDM config
     make_fixtures.write_tokenizer(folder / "tokenizer", pad_token=make_fixtures.EOS)
     index = {
@@ -68,7 +86,8 @@ def build(folder: pathlib.Path) -> None:
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
     }  # fmt: skip
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    make_fixtures.to_hub_layout(folder)
+    if model == "sd15":  # SD 1.5's hub quirks; SD 2.1 stays in save_pretrained layout
+        make_fixtures.to_hub_layout(folder)
 
 
 def parity(folder: pathlib.Path, size: int, steps: int) -> dict:
@@ -116,13 +135,18 @@ def parity(folder: pathlib.Path, size: int, steps: int) -> dict:
             "ours_s_incl_compile": round(t_ours, 1)}  # fmt: skip
 
 
-def peak_rss_gib(folder: pathlib.Path, size: int, steps: int, workdir: pathlib.Path) -> dict:
-    """Peak RSS of the README's SD command (guided, bf16, remat decoder) at `size` px."""
+def peak_rss_gib(
+    folder: pathlib.Path, size: int, steps: int, workdir: pathlib.Path, extra: list[str] = ()
+) -> dict:
+    """Peak RSS of the README's SD command (guided, bf16, remat decoder) at `size` px.
+
+    `extra`: more --config flags (e.g. --config.param_dtype=bfloat16 --config.remat=all).
+    """
     cmd = [
         sys.executable, "-m", "sample.ltg", "--config", "configs/ltg.py:text",
         f"--workdir={workdir}", f"--config.pipeline={folder}", "--config.class_names=cat",
         "--config.samples_per_class=1", "--config.batch_size=1", f"--config.resolution={size}",
-        f"--config.sampler.num_steps={steps}",
+        f"--config.sampler.num_steps={steps}", *extra,
     ]  # fmt: skip
     runner = (
         "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
@@ -135,6 +159,7 @@ def peak_rss_gib(folder: pathlib.Path, size: int, steps: int, workdir: pathlib.P
     return {
         "size": size,
         "steps": steps,
+        "flags": list(extra),
         "returncode": int(code),
         "peak_rss_gib": round(int(kib) / 2**20, 2),
         "wall_s": round(time.perf_counter() - t0),
@@ -147,13 +172,18 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rss_sizes", default="256,512")
+    p.add_argument("--model", default="sd15", choices=tuple(MODELS))
+    p.add_argument("--no_parity", action="store_true", help="only the memory runs")
+    p.add_argument("--extra", default="", help="more sample.ltg flags, space-separated")
     a = p.parse_args()
     folder = pathlib.Path(a.folder)
-    build(folder)
-    print(json.dumps({"parity": parity(folder, a.size, a.steps)}), flush=True)
+    build(folder, a.model)
+    if not a.no_parity:
+        print(json.dumps({"parity": parity(folder, a.size, a.steps)}), flush=True)
     for size in (int(s) for s in a.rss_sizes.split(",") if s):
         work = pathlib.Path(f"/tmp/sd_rss_{size}_{int(time.time())}")
-        print(json.dumps({"rss": peak_rss_gib(folder, size, a.steps, work)}), flush=True)
+        rss = peak_rss_gib(folder, size, a.steps, work, a.extra.split())
+        print(json.dumps({"rss": rss}), flush=True)
     print(json.dumps({"self_peak_rss_gib": round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))  # fmt: skip
 

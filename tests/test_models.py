@@ -269,3 +269,22 @@ def test_live_against_torch(pipes):
     np.testing.assert_allclose(vae_decode(pipe.vae, pipe.vae_params, z), ref_img, atol=ATOL)
     hidden = clip_encode(pipe.text_encoder, pipe.text_encoder_params, ids)
     np.testing.assert_allclose(hidden, ref_txt, rtol=0, atol=ATOL)
+
+
+def test_long_sequences_attend_in_query_blocks_with_the_same_result(monkeypatch):
+    from ltg_jax.models import layers
+
+    assert layers.query_chunk(9216, 9216) == 1536  # SD 2.1 at 768 px: 6 blocks
+    assert layers.query_chunk(4096, 4096) == 4096  # SD 1.5 at 512 px: one block
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 96, 16)), jnp.float32) for _ in range(3))
+    whole = layers.attention(q, k, v, num_heads=2)
+    monkeypatch.setattr(layers, "MAX_LOGITS_PER_BLOCK", 96 * 40)  # blocks of 32 queries
+    assert layers.query_chunk(96, 96) == 32
+    blocked = layers.attention(q, k, v, num_heads=2)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=1e-6)
+    grad = lambda q: jax.grad(lambda q: jnp.sum(layers.attention(q, k, v, 2) ** 2))(q)
+    monkeypatch.setattr(layers, "MAX_LOGITS_PER_BLOCK", 2**24)
+    g_whole = grad(q)
+    monkeypatch.setattr(layers, "MAX_LOGITS_PER_BLOCK", 96 * 40)
+    np.testing.assert_allclose(grad(q), g_whole, rtol=1e-5, atol=1e-6)
