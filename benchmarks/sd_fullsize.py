@@ -12,7 +12,7 @@ Needs the `reference` extra (torch, diffusers, transformers); ~20 min on 2 CPU c
   .venv/bin/python -m benchmarks.sd_fullsize --folder /tmp/sd15_hub
 SD 2.1's published config at 768 px, memory only, with bf16 weights and full remat:
   .venv/bin/python -m benchmarks.sd_fullsize --model sd21 --folder /tmp/sd21_hub --no_parity \
-      --rss_sizes 768 --extra "--config.param_dtype=bfloat16 --config.remat=all"
+      --rss_sizes 768 --extra="--config.param_dtype=bfloat16 --config.remat=all"
 """
 
 from __future__ import annotations
