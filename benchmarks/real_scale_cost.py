@@ -1,19 +1,22 @@
 """Real-scale cost on paper: XLA's FLOPs and memory of one sampler step, compiled, never run.
 
 One unguided and several guided steps (the shipped defaults: CFG, w = 2, unit-normalised
-gradient, DDIM) at Stable Diffusion 1.5 512² and SD 2.1 768² shapes, with abstract weights
-(`jax.eval_shape`: no memory, no values). Guided steps take the gradient through the full VAE
-decoder or through a TAESD-sized tiny decoder (diffusers' AutoencoderTiny defaults: 64
-channels, blocks 3/3/3/1), with remat none / decoder / all, in float32 or bfloat16 (compute
+gradient, DDIM) at Stable Diffusion 1.5 512², SD 2.1 768² and SDXL 1024² shapes, with
+abstract weights (`jax.eval_shape`: no memory, no values). Guided steps take the gradient
+through the full VAE decoder or through a TAESD-sized tiny decoder (diffusers' AutoencoderTiny
+defaults: 64 channels, blocks 3/3/3/1), with remat none / decoder / all (optionally with a
+jax.checkpoint_policies policy, e.g. `decoder:dots_saveable`), in float32 or bfloat16 (compute
 and weights, as `--config.dtype=bfloat16 --config.param_dtype=bfloat16` hold them).
 
   .venv/bin/python -m benchmarks.real_scale_cost --shapes sd15,sd21 --out /tmp/ltg_bench/cost.jsonl
 
 SD 2.1 is modelled as SD 1.5's UNet at 768² with a 1024-wide text context: its linear
-projections and per-block head counts change neither FLOPs nor activation sizes. The signal is
-the shipped predictor's entropy on the decoded images resized in-graph (a small CNN; its cost
-is in every guided row alike). Reported per image (batch 1). Compile time on 2 CPU cores:
-about a minute per variant.
+projections and per-block head counts change neither FLOPs nor activation sizes. SDXL is its
+published base 1.0 UNet (tests/fixtures/sdxl_param_counts.json, whose parameter count the
+tests check against diffusers') with SD's VAE layout at 1024², a 2048-wide context and the
+text_time inputs. The signal is the shipped predictor's entropy on the decoded images resized
+in-graph (a small CNN; its cost is in every guided row alike). Reported per image (batch 1).
+Compile time on 2 CPU cores: about a minute per variant (SDXL: several).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common, gpu_sd15
-from ltg_jax import diffusion, models
+from ltg_jax import diffusion, models, weights
 from ltg_jax.models import layers
 
 SHAPES = {
     "sd15": dict(gpu_sd15.SD15),
     "sd21": {**gpu_sd15.SD15, "latent": 96, "context_dim": 1024},
+    "sdxl": {**gpu_sd15.SD15, "latent": 128, "context_dim": 2048},
 }
+SDXL_PUBLISHED = Path(__file__).resolve().parents[1] / "tests/fixtures/sdxl_param_counts.json"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # (name, grad_through, decoder); "unguided" has w = 0.
 VARIANTS = {
@@ -47,16 +52,29 @@ VARIANTS = {
 }
 
 
-def abstract_setup(shape: dict, dtype, remat: str) -> tuple[common.Setup, models.AutoencoderTiny]:
+def model_configs(name: str) -> tuple[dict, dict]:
+    """(unet, vae) configs of a shape: SD's layout, or SDXL base's published UNet."""
+    unet_config, vae_config = common.tiny_sd_configs(**SHAPES[name])
+    if name == "sdxl":
+        unet_config = json.loads(SDXL_PUBLISHED.read_text())["unet_config"]
+        vae_config["scaling_factor"] = 0.13025
+    return unet_config, vae_config
+
+
+def abstract_setup(name: str, dtype, remat: str) -> tuple[common.Setup, models.AutoencoderTiny]:
     """An SD-shaped setup whose params are ShapeDtypeStructs, and a TAESD-sized tiny decoder."""
-    unet_config, vae_config = common.tiny_sd_configs(**shape)
+    unet_config, vae_config = model_configs(name)
     unet = models.unet_from_config(unet_config, dtype=dtype, remat=remat)
     vae = models.vae_from_config(vae_config, dtype=dtype, remat=remat)
-    params = (
-        stored(models.abstract_params(unet), dtype),
-        stored(models.abstract_params(vae), dtype),
+    pipe = weights.Pipeline(
+        unet=unet,
+        unet_params=stored(models.abstract_params(unet), dtype),
+        vae=vae,
+        vae_params=stored(models.abstract_params(vae), dtype),
+        unet_config=unet_config,
+        vae_config=vae_config,
+        scheduler_config=dict(common.SD_SCHEDULER),
     )
-    pipe = common.build_tiny_sd_pipeline(dtype=dtype, remat=remat, params=params, **shape)
     setup = common.setup_from_pipeline("abstract", pipe)
     tiny = models.vae_tiny_from_config({}, dtype=dtype)
     setup.params["diffusion"]["tiny_vae"] = stored(models.abstract_params(tiny), dtype)
@@ -91,6 +109,11 @@ def compile_costs(setup: common.Setup, tiny, variant: str, batch: int = 1) -> di
         "uncond": sds((batch, common.TEXT_LEN, dim), jnp.float32),
         "label": sds((batch,), jnp.int32),
     }
+    unet = setup.pipe.unet
+    if unet.addition_time_embed_dim:  # SDXL: pooled text embeds and the 6 time ids
+        pooled = unet.addition_embed_dim - 6 * unet.addition_time_embed_dim
+        cond["text_embeds"] = cond["uncond_text_embeds"] = sds((batch, pooled), jnp.float32)
+        cond["time_ids"] = sds((batch, 6), jnp.float32)
     keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
     args = (setup.params, sds((batch, h, w, c), jnp.float32), cond, keys, sds((), jnp.int32))
     tic = time.perf_counter()
@@ -133,7 +156,7 @@ def main() -> None:
     for shape in a.shapes.split(","):
         for dtype in a.dtypes.split(","):
             for remat in a.remats.split(","):
-                setup, tiny = abstract_setup(SHAPES[shape], DTYPES[dtype], remat)
+                setup, tiny = abstract_setup(shape, DTYPES[dtype], remat)
                 base = None
                 for variant in a.variants.split(","):
                     row = {"shape": shape, "dtype": dtype, "remat": remat, "variant": variant}

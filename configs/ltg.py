@@ -64,7 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16  # global; a multiple of the device count; free to change on resume
     config.dtype = "float32"  # compute dtype: float32 | bfloat16 (accelerators)
     config.param_dtype = "float32"  # weights in memory: bfloat16 halves them (SD at 768 px)
-    config.remat = "none"  # none | decoder | all: rematerialise to fit guided backprop
+    # none | decoder | all: rematerialise to fit guided backprop; ':dots_saveable' (a
+    # jax.checkpoint_policies name) keeps matmul outputs: fewer FLOPs, more memory.
+    config.remat = "none"
     # An AutoencoderTiny folder (TAESD format): the guidance gradient goes through this small
     # decoder instead of the full VAE's; the written images are still the full VAE's.
     config.tiny_decoder = ""

@@ -3,7 +3,9 @@
 Class-conditional folders (ours): cond = class ids [B], the null class K is the CFG branch.
 Text-conditional folders (Stable Diffusion): prompts are encoded once, outside the sampler, into
 cond = {"context": [B,77,D], "uncond": [B,77,D], "label": [B]}; the CFG branch swaps in
-"uncond" (the empty-prompt embedding), so the sampler stays one pure jitted function.
+"uncond" (the empty-prompt embedding), so the sampler stays one pure jitted function. SDXL adds
+"text_embeds" / "uncond_text_embeds" [B,P] (the second encoder's pooled projection) and
+"time_ids" [B,6] (original size, crop corner, target size) to the same dict.
 `with_signal` plugs a longtail signal into either; its params are {"diffusion", "predictor"}.
 """
 
@@ -59,21 +61,33 @@ def text_conditional_models(
 ) -> sampling.SamplerModels:
     """Sampler callables of a text-conditional (SD) pipeline; params = {'unet', 'vae'}.
 
-    cond is the dict of `encode_prompts`; the text encoder never runs inside the sampler.
+    cond is the dict of `encode_prompts`; the text encoders never run inside the sampler.
     """
     unet, vae = pipe.unet, pipe.vae
     scale = vae_scaling_factor(pipe)
 
     def eps_fn(params, z, t, cond):
-        return models.unet_apply(unet, params["unet"], z, t, cond["context"])
+        added = {k: cond[k] for k in SDXL_COND} if unet.addition_time_embed_dim else None
+        return models.unet_apply(unet, params["unet"], z, t, cond["context"], added)
 
     return sampling.SamplerModels(
         eps_fn=eps_fn,
         decode_fn=lambda params, z: models.decode_latents(vae, params["vae"], z, scale),
         signal_fn=None,
-        null_cond=lambda cond: {**cond, "context": cond["uncond"]},
+        null_cond=unconditional,
         latent_shape=latent_shape(pipe, resolution),
     )
+
+
+SDXL_COND = ("text_embeds", "time_ids")  # the UNet's added_cond, from the cond dict
+
+
+def unconditional(cond: Mapping[str, Any]) -> dict[str, Any]:
+    """The CFG branch of a text cond: the negative prompt's context (and pooled embedding)."""
+    out = {**cond, "context": cond["uncond"]}
+    if "uncond_text_embeds" in cond:
+        out["text_embeds"] = cond["uncond_text_embeds"]
+    return out
 
 
 def conditional_models(
@@ -155,15 +169,41 @@ def pipeline_params(pipe: weights.Pipeline) -> dict[str, PyTree]:
 
 
 def encode_text(pipe: weights.Pipeline, prompts: Sequence[str]) -> np.ndarray:
-    """Prompts -> CLIP last hidden states [P, 77, D] f32 (computed once, outside the sampler)."""
+    """Prompts -> the UNet's context [P, 77, D] f32 (computed once, outside the sampler)."""
+    return text_features(pipe, prompts)["context"]
+
+
+def text_features(pipe: weights.Pipeline, prompts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Prompts -> {'context' [P,77,D]}: CLIP's last hidden states (SD 1.x/2.x); for SDXL both
+    encoders' penultimate states side by side [P,77,D1+D2] and 'text_embeds' [P,P2], the
+    second encoder's projected pooled output (diffusers' StableDiffusionXLPipeline)."""
     if pipe.text_encoder is None or pipe.tokenizer is None:
         raise ValueError(
             "this pipeline has no text_encoder/ + tokenizer/; prompts need a Stable Diffusion "
             "folder (or pass class ids to a class-conditional folder)"
         )
     ids = models.tokenize(pipe.tokenizer, list(prompts))
-    encode = jax.jit(lambda p, i: models.clip_encode(pipe.text_encoder, p, i))
-    return np.asarray(encode(pipe.text_encoder_params, ids), np.float32)
+    if pipe.text_encoder_2 is None:
+        encode = jax.jit(lambda p, i: models.clip_encode(pipe.text_encoder, p, i))
+        return {"context": np.asarray(encode(pipe.text_encoder_params, ids), np.float32)}
+    if pipe.tokenizer_2 is None:
+        raise ValueError("this SDXL pipeline has text_encoder_2/ but no tokenizer_2/")
+    ids_2 = models.tokenize(pipe.tokenizer_2, list(prompts))
+
+    @jax.jit
+    def encode_both(p1, p2, i1, i2):
+        hidden_1, _ = models.clip_penultimate(pipe.text_encoder, p1, i1)
+        hidden_2, pooled = models.clip_penultimate(pipe.text_encoder_2, p2, i2)
+        return jnp.concatenate([hidden_1, hidden_2], axis=-1), pooled
+
+    context, pooled = encode_both(pipe.text_encoder_params, pipe.text_encoder_2_params, ids, ids_2)
+    return {"context": np.asarray(context, np.float32), "text_embeds": np.asarray(pooled)}
+
+
+def sdxl_time_ids(height: int, width: int) -> np.ndarray:
+    """SDXL micro-conditioning [6]: original size, crop corner (0, 0), target size, as
+    diffusers' default for an image generated at (height, width)."""
+    return np.asarray([height, width, 0, 0, height, width], np.float32)
 
 
 def encode_prompts(
@@ -171,26 +211,41 @@ def encode_prompts(
     prompts: Sequence[str],
     labels: Sequence[int] | np.ndarray | None = None,
     negative_prompt: str = "",
+    resolution: Resolution = None,
 ) -> dict[str, np.ndarray]:
     """Per-sample text cond {'context' [B,77,D], 'uncond' [B,77,D], 'label' [B] int32}.
 
     Unique prompts are encoded once; `uncond` is the embedding of `negative_prompt` (default
     the empty prompt, as diffusers does); `label` is the class id the loss signal scores
-    against (-1 when unknown).
+    against (-1 when unknown). SDXL adds 'text_embeds', 'uncond_text_embeds' and 'time_ids'
+    (for `resolution`); an empty negative prompt is all zeros there when the folder says
+    `force_zeros_for_empty_prompt` (SDXL base does), as diffusers does without a negative prompt.
     """
     unique = list(dict.fromkeys([*prompts, negative_prompt]))
-    table = encode_text(pipe, unique)
+    table = text_features(pipe, unique)
     rows = np.asarray([unique.index(p) for p in prompts], np.int32)
     b = len(prompts)
     labels = np.full(b, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
     if labels.shape != (b,):
         raise ValueError(f"labels must be [{b}] like the prompts, got shape {labels.shape}")
-    null = table[unique.index(negative_prompt)]
-    return {
-        "context": table[rows],
-        "uncond": np.broadcast_to(null, (b, *null.shape)).copy(),
-        "label": labels,
-    }
+    zero_null = (
+        "text_embeds" in table
+        and negative_prompt == ""
+        and bool((pipe.model_index or {}).get("force_zeros_for_empty_prompt", True))
+    )
+
+    def per_sample(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        null = features[unique.index(negative_prompt)]
+        null = np.zeros_like(null) if zero_null else null
+        return features[rows], np.broadcast_to(null, (b, *null.shape)).copy()
+
+    cond = dict(zip(("context", "uncond"), per_sample(table["context"]), strict=True))
+    cond["label"] = labels
+    if "text_embeds" in table:
+        cond["text_embeds"], cond["uncond_text_embeds"] = per_sample(table["text_embeds"])
+        height, width = image_size(pipe.unet_config, pipe.vae_config, resolution)
+        cond["time_ids"] = np.tile(sdxl_time_ids(height, width), (b, 1))
+    return cond
 
 
 def cond_labels(cond: Any) -> jax.Array:

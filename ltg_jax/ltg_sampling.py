@@ -426,7 +426,9 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Setup:
     if info.kind == "class":
         cond_table = ids
     else:
-        cond_table = diffusion.encode_prompts(pipe, plan.labels, ids, config.negative_prompt)
+        cond_table = diffusion.encode_prompts(
+            pipe, plan.labels, ids, config.negative_prompt, _tuple(config.resolution) or None
+        )
     params = parallel.replicate(diffusion.guided_params(diffusion_params, bundle.params), mesh)
     hashes = {
         "model_hash": weights.model_hash(info.path),
@@ -698,8 +700,9 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> P
             cond = np.repeat(ids.astype(np.int32), per_row)
         else:
             cond = diffusion.encode_prompts(
-                pipe, [p for p in prompts for _ in range(per_row)], None, config.negative_prompt
-            )
+                pipe, [p for p in prompts for _ in range(per_row)], None, config.negative_prompt,
+                _tuple(config.resolution) or None,
+            )  # fmt: skip
         n = len(jax.tree.leaves(cond)[0])
         sampler = sampling.make_sampler(scfg, models_, mesh)
         params = parallel.replicate(diffusion.pipeline_params(pipe), mesh)

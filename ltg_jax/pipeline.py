@@ -133,11 +133,13 @@ class LTGPipeline:
         Text folders take `class_labels` too (names or the predictor's ids, one per prompt):
         the class each prompt shows, which the 'loss' signal scores against.
         """
-        cond, labels, described = self._conditioning(class_labels, prompts, negative_prompt)
-        n = len(labels)
         resolution = None if height is None and width is None else (height, width)
         if resolution is not None and None in resolution:
             raise ValueError("give both height and width, or neither (the model's own size)")
+        cond, labels, described = self._conditioning(
+            class_labels, prompts, negative_prompt, resolution
+        )
+        n = len(labels)
         weights_ = diffusion.parse_signal(signal)
         if "loss" in weights_ and (labels < 0).any():
             raise ValueError("signal 'loss' needs class_labels the predictor knows, one per prompt")
@@ -202,7 +204,7 @@ class LTGPipeline:
             raise ValueError(f"class id {label} is not in [0, {self.predictor.num_classes})")
         return int(label)
 
-    def _conditioning(self, class_labels, prompts, negative_prompt):
+    def _conditioning(self, class_labels, prompts, negative_prompt, resolution):
         """(sampler cond [N, ...], predictor labels [N] (-1 unknown), per-sample descriptions)."""
         if self.kind == "class":
             if prompts is not None or class_labels is None:
@@ -221,7 +223,9 @@ class LTGPipeline:
             raise ValueError("give one class label per prompt (or none)")
         else:
             labels = np.asarray([self._class_id(c) for c in class_labels], np.int32)
-        cond = diffusion.encode_prompts(self.pipe, list(prompts), labels, negative_prompt)
+        cond = diffusion.encode_prompts(
+            self.pipe, list(prompts), labels, negative_prompt, resolution
+        )
         described = [
             {"prompt": p, "class_id": int(c), "class_name": self.class_names[c] if c >= 0 else None}
             for p, c in zip(prompts, labels, strict=True)

@@ -6,6 +6,7 @@ Folder layout (what `StableDiffusionPipeline.save_pretrained` writes):
     vae/config.json           vae/diffusion_pytorch_model[.fp16].safetensors
     text_encoder/config.json  text_encoder/model[.fp16].safetensors         (optional)
     tokenizer/tokenizer.json | vocab.json merges.txt, tokenizer_config.json (optional)
+    text_encoder_2/, tokenizer_2/   SDXL's second text encoder (CLIPTextModelWithProjection)
     scheduler/scheduler_config.json                                         (optional)
     class_embedder/config.json diffusion_pytorch_model.safetensors          (optional, ours)
 Other model_index entries (safety_checker, feature_extractor) are ignored.
@@ -43,6 +44,7 @@ from ltg_jax.models import (
     AutoencoderKL,
     ClassEmbedder,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     UNet2DConditionModel,
     abstract_params,
     class_embedder_from_config,
@@ -117,6 +119,13 @@ class Pipeline(NamedTuple):
     model_index: dict | None = None
     storage: dict[str, Storage] = {}
     tokenizer_files: dict[str, bytes] = {}  # raw tokenizer/ files, written back verbatim
+    # SDXL: the second text encoder (its penultimate states join the first's; its projected
+    # pooled output is the UNet's text_embeds) and its tokenizer.
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    text_encoder_2_params: Params | None = None
+    text_encoder_2_config: dict | None = None
+    tokenizer_2: Tokenizer | None = None
+    tokenizer_2_files: dict[str, bytes] = {}
 
 
 class WeightsMismatchError(ValueError):
@@ -226,8 +235,10 @@ _COMPONENTS = {
     "unet": "diffusion_pytorch_model",
     "vae": "diffusion_pytorch_model",
     "text_encoder": "model",
+    "text_encoder_2": "model",
     "class_embedder": "diffusion_pytorch_model",
 }
+TOKENIZERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
 
 
 def _build(name: str, config: dict, dtype: Dtype, remat: str, source: str) -> Any:
@@ -236,7 +247,7 @@ def _build(name: str, config: dict, dtype: Dtype, remat: str, source: str) -> An
         return unet_from_config(config, dtype=dtype, remat=remat, source=source)
     if name == "vae":
         return vae_from_config(config, dtype=dtype, remat=remat, source=source)
-    if name == "text_encoder":
+    if name in TOKENIZERS:
         return clip_from_config(config, dtype=dtype, source=source)
     return class_embedder_from_config(config, source=source)
 
@@ -442,22 +453,24 @@ def _listed(index: Mapping, name: str) -> bool:
 
 
 def check_supported(folder: PathLike, index: Mapping | None = None) -> None:
-    """Raises UnsupportedModelError (one line) for model families we do not implement yet.
+    """Raises UnsupportedModelError (one line) for model families we do not implement.
 
     Reads JSON files only, so callers can refuse a folder before loading anything.
     """
     folder = pathlib.Path(folder)
     index = _read_json(folder / "model_index.json") if index is None else index
-    unet_path = folder / "unet" / "config.json"
-    unet = _read_json(unet_path) if unet_path.is_file() else {}
-    if (
-        unet.get("addition_embed_type") == "text_time"
-        or str(index.get("_class_name", "")).startswith("StableDiffusionXL")
-        or _listed(index, "text_encoder_2")
+    kind = index.get("_class_name", "this pipeline")
+    if _listed(index, "transformer") or (folder / "transformer").is_dir():
+        raise UnsupportedModelError(
+            f"{folder}: {kind} denoises with a transformer (SD3, Flux, PixArt, ...), which is "
+            "not supported; use a Stable Diffusion 1.x/2.x or SDXL folder (a UNet)"
+        )
+    if index.get("requires_aesthetics_score") or (
+        _listed(index, "text_encoder_2") and not _listed(index, "text_encoder")
     ):
         raise UnsupportedModelError(
-            f"{folder}: SDXL (addition_embed_type=text_time) is not supported yet; use a "
-            "Stable Diffusion 1.x/2.x folder"
+            f"{folder}: the SDXL refiner (img2img, aesthetic-score conditioning) is not "
+            "supported; use the SDXL base folder"
         )
 
 
@@ -522,12 +535,9 @@ def load_pipeline(
             "config.json files (nothing was loaded); check that each component's config and "
             "weights come from the same model:\n" + "\n".join(problems)
         )
-    tok_dir = folder / "tokenizer"
-    has_tok = tok_dir.is_dir() and (
-        _listed(index, "tokenizer")
-        or any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json"))
-    )
-    tokenizer = load_clip_tokenizer(tok_dir) if has_tok else None  # fails before the weights
+    # Tokenizers fail (missing or broken files) before any weight is read.
+    tokenizer, tokenizer_files = _read_tokenizer(folder, index, "tokenizer")
+    tokenizer_2, tokenizer_2_files = _read_tokenizer(folder, index, "tokenizer_2")
     cast = lambda x: place(storage_cast(x, param_dtype))
     params = {n: _materialise(p, cast) for n, p in plans.items()}
     sched = folder / "scheduler" / "scheduler_config.json"
@@ -549,12 +559,28 @@ def load_pipeline(
         class_embedder_config=get("class_embedder", "config"),
         model_index=index,
         storage={n: p.storage for n, p in plans.items()},
-        tokenizer_files=(
-            {f.name: f.read_bytes() for f in sorted(tok_dir.iterdir()) if f.is_file()}
-            if has_tok
-            else {}
-        ),
+        tokenizer_files=tokenizer_files,
+        text_encoder_2=get("text_encoder_2", "module"),
+        text_encoder_2_params=params.get("text_encoder_2"),
+        text_encoder_2_config=get("text_encoder_2", "config"),
+        tokenizer_2=tokenizer_2,
+        tokenizer_2_files=tokenizer_2_files,
     )
+
+
+def _read_tokenizer(
+    folder: pathlib.Path, index: Mapping, name: str
+) -> tuple[Tokenizer | None, dict[str, bytes]]:
+    """The folder's `name` tokenizer and its raw files (kept to write back); (None, {}) if none."""
+    tok_dir = folder / name
+    present = tok_dir.is_dir() and (
+        _listed(index, name)
+        or any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json"))
+    )
+    if not present:
+        return None, {}
+    files = {f.name: f.read_bytes() for f in sorted(tok_dir.iterdir()) if f.is_file()}
+    return load_clip_tokenizer(tok_dir), files
 
 
 # --------------------------------------------------------------------------- folder writing
@@ -598,6 +624,11 @@ def _default_index(pipe: Pipeline) -> dict:
         index["text_encoder"] = ["transformers", "CLIPTextModel"]
     if pipe.tokenizer_files:
         index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    if pipe.text_encoder_2_params is not None:
+        index["_class_name"] = "StableDiffusionXLPipeline"
+        index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
+    if pipe.tokenizer_2_files:
+        index["tokenizer_2"] = ["transformers", "CLIPTokenizer"]
     if pipe.class_embedder_params is not None:
         index["class_embedder"] = ["ltg_jax", "ClassEmbedder"]
     return index
@@ -618,6 +649,7 @@ def save_pipeline(
         "unet": (pipe.unet_config, pipe.unet_params),
         "vae": (pipe.vae_config, pipe.vae_params),
         "text_encoder": (pipe.text_encoder_config, pipe.text_encoder_params),
+        "text_encoder_2": (pipe.text_encoder_2_config, pipe.text_encoder_2_params),
         "class_embedder": (pipe.class_embedder_config, pipe.class_embedder_params),
     }
     for name, (config, params) in parts.items():
@@ -632,12 +664,14 @@ def save_pipeline(
         write_safetensors(folder / name / fname, tensors, store.metadata)
     if pipe.scheduler_config is not None:
         _write_json(folder / "scheduler" / "scheduler_config.json", pipe.scheduler_config)
-    if pipe.tokenizer_files:
-        tok_dir = folder / "tokenizer"
-        shutil.rmtree(tok_dir, ignore_errors=True)
-        tok_dir.mkdir()
-        for fname, data in pipe.tokenizer_files.items():
-            (tok_dir / fname).write_bytes(data)
+    tokenizers = {"tokenizer": pipe.tokenizer_files, "tokenizer_2": pipe.tokenizer_2_files}
+    for name, files in tokenizers.items():
+        if files:
+            tok_dir = folder / name
+            shutil.rmtree(tok_dir, ignore_errors=True)
+            tok_dir.mkdir()
+            for fname, data in files.items():
+                (tok_dir / fname).write_bytes(data)
 
 
 # --------------------------------------------------------------------------- content hash
@@ -683,6 +717,7 @@ def _model_hash(folder: pathlib.Path, variant: str | None, stamp: tuple) -> str:
     if sched.is_file():
         config = {k: v for k, v in _read_json(sched).items() if k not in _PROVENANCE_KEYS}
         digest.update(f"scheduler|{json.dumps(config, sort_keys=True)}\n".encode())
-    for tok in sorted(folder.glob("tokenizer/*")):
-        digest.update(f"tokenizer/{tok.name}|".encode() + tok.read_bytes() + b"\n")
+    for tok in sorted(folder.glob("tokenizer*/*")):  # tokenizer/ and SDXL's tokenizer_2/
+        rel = tok.relative_to(folder).as_posix()
+        digest.update(f"{rel}|".encode() + tok.read_bytes() + b"\n")
     return digest.hexdigest()

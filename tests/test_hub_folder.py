@@ -95,24 +95,23 @@ def test_resolution_must_be_a_multiple_of_the_model_stride(hub_pipe):
         diffusion.latent_shape(hub_pipe, (20, 32))
 
 
-def test_sdxl_folder_is_refused_in_one_line(tmp_path):
-    folder = tmp_path / "sdxl"
+def test_a_transformer_denoiser_folder_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "sd3"
     shutil.copytree(HUB, folder)
-    cfg = json.loads((folder / "unet/config.json").read_text())
-    (folder / "unet/config.json").write_text(
-        json.dumps({**cfg, "addition_embed_type": "text_time"})
-    )
+    index = json.loads((folder / "model_index.json").read_text())
+    index["transformer"] = ["diffusers", "SD3Transformer2DModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(models.UnsupportedModelError) as e:
         W.load_pipeline(folder)
-    assert "SDXL (addition_embed_type=text_time) is not supported yet" in str(e.value)
+    assert "denoises with a transformer (SD3, Flux, PixArt, ...)" in str(e.value)
     assert "\n" not in str(e.value)
 
 
-def test_cli_refuses_sdxl_in_one_line(tmp_path):
-    folder = tmp_path / "sdxl"
+def test_cli_refuses_the_sdxl_refiner_in_one_line(tmp_path):
+    folder = tmp_path / "refiner"
     shutil.copytree(HUB, folder)
     index = json.loads((folder / "model_index.json").read_text())
-    index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
+    index["requires_aesthetics_score"] = True
     (folder / "model_index.json").write_text(json.dumps(index))
     root = pathlib.Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "sample.ltg", "--config", str(root / "configs/ltg.py:text"),
@@ -120,7 +119,7 @@ def test_cli_refuses_sdxl_in_one_line(tmp_path):
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "SDXL (addition_embed_type=text_time)" in lines[-1]
+    assert lines[-1].startswith("error: ") and "the SDXL refiner" in lines[-1]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
 

@@ -68,7 +68,8 @@ def test_imagefolder_descriptor_and_split(folder):
         datasets.load_split(data, "validation")
 
 
-def test_mining_loop_on_an_imagefolder_with_a_users_predictor_via_cli(folder, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_sd_hub", "tiny_sdxl"])
+def test_mining_loop_on_an_imagefolder_with_a_users_predictor_via_cli(folder, tmp_path, model):
     workdir = tmp_path / "mine"
     env = {**os.environ, "PYTHONPATH": f"{USER_CODE}{os.pathsep}{ROOT}"}
     cmd = [
@@ -77,7 +78,7 @@ def test_mining_loop_on_an_imagefolder_with_a_users_predictor_via_cli(folder, tm
         f"--config.data.root={folder}", "--config.data.many_threshold=20",
         "--config.data.few_threshold=5", "--config.predictor=user_predictor:make",
         "--config.oracle=user_predictor:make",
-        f"--config.pipeline={ROOT / 'tests/fixtures/tiny_sd_hub'}",
+        f"--config.pipeline={ROOT / 'tests/fixtures' / model}",
         "--config.budget.medium=1", "--config.budget.few=2", "--config.eval.split=test",
         "--config.seeds=0,1", "--config.max_train_examples=0",
     ]  # fmt: skip

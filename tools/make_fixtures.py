@@ -19,6 +19,13 @@ Writes, in about 10 s on one CPU core (all together well under 2 MB):
     tests/fixtures/tiny_taesd/    a random AutoencoderTiny (TAESD layout, 8 channels) and
     tests/fixtures/tiny_taesd_outputs.npz  its decode/encode outputs (NHWC); only these two:
                                   `tools/make_fixtures.py taesd`
+    tests/fixtures/tiny_sdxl/     SDXL-shaped folder (StableDiffusionXLPipeline.save_pretrained:
+                                  two CLIP encoders 16 + 24 wide, text_time UNet, Euler
+                                  scheduler with SDXL base's config), float32, and
+    tests/fixtures/tiny_sdxl_outputs.npz   its text encoder/encode_prompt/UNet outputs and
+                                  pipeline images (DDIM, our sampler's initial latents), and
+    tests/fixtures/sdxl_param_counts.json  SDXL base 1.0 configs + parameter counts (meta
+                                  device); only these three: `tools/make_fixtures.py sdxl`
 The tests read only these files; they never import torch.
 """
 
@@ -404,12 +411,281 @@ def make_taesd_fixture(seed: int = 3) -> None:
     )  # fmt: skip
 
 
+# SDXL base 1.0's published scheduler config (an EulerDiscreteScheduler config that also carries
+# the DDIM/PNDM keys, so DDIMScheduler.from_config(...) of it has clip_sample False etc.).
+SDXL_SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "use_karras_sigmas": False,
+}
+# Tiny SDXL-structured UNet: no attention at the top level, 2 transformer layers at the bottom,
+# context = concat(text_encoder 16, text_encoder_2 24), added "text_time" conditioning with
+# 6 time ids x 8 + text_encoder_2's 12-dim projection.
+SDXL_TINY_UNET = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [8, 16],
+    "layers_per_block": 2,
+    "norm_num_groups": 4,
+    "attention_head_dim": [2, 4],
+    "transformer_layers_per_block": [1, 2],
+    "use_linear_projection": True,
+    "cross_attention_dim": 40,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 60,
+}
+# Published SDXL base 1.0 shapes, for parameter counts (constructor kwargs, JSON-able).
+SDXL_UNET = {
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [320, 640, 1280],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "attention_head_dim": [5, 10, 20],
+    "transformer_layers_per_block": [1, 2, 10],
+    "cross_attention_dim": 2048,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+}
+SDXL_TEXT_ENCODER = {  # CLIP ViT-L/14 text tower (CLIPTextModel)
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+    "projection_dim": 768,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
+SDXL_TEXT_ENCODER_2 = {  # OpenCLIP ViT-bigG/14 text tower (CLIPTextModelWithProjection)
+    "vocab_size": 49408,
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "projection_dim": 1280,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
+# (prompts, height, width, guidance_scale, steps) of each golden SDXL image set.
+SDXL_CASES = {
+    "default": (PROMPTS, 16, 16, 5.0, 3),
+    "h16w24": (["a photo of a dog", "the cat"], 16, 24, 3.0, 2),
+}
+
+
+def build_sdxl_folder(folder: pathlib.Path, seed: int = 4) -> None:
+    """tiny_sdxl/: a random StableDiffusionXLPipeline saved with save_pretrained (float32)."""
+    import tempfile
+
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**SDXL_TINY_UNET)
+    vae = AutoencoderKL(**(vae_config() | {"scaling_factor": 0.13025, "force_upcast": True}))
+    text = CLIPTextModel(CLIPTextConfig(**(text_config("sd1") | {"num_hidden_layers": 3})))
+    text_2_cfg = text_config("sd2") | {
+        "hidden_size": 24,
+        "intermediate_size": 48,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "projection_dim": 12,
+    }
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_2_cfg))
+    with torch.no_grad():  # as build_folder: every tensor must matter
+        for model in (unet, vae, text, text_2):
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        write_tokenizer(tmp / "tokenizer", pad_token=EOS)
+        write_tokenizer(tmp / "tokenizer_2", pad_token="!")
+        tokenizer = CLIPTokenizer.from_pretrained(tmp / "tokenizer")
+        tokenizer_2 = CLIPTokenizer.from_pretrained(tmp / "tokenizer_2")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text.eval(),
+        text_encoder_2=text_2.eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    # transformers 5 saves tokenizer.json only; ship vocab.json/merges.txt like the SD fixtures.
+    for name, pad in (("tokenizer", EOS), ("tokenizer_2", "!")):
+        shutil.rmtree(folder / name)
+        write_tokenizer(folder / name, pad_token=pad)
+
+
+def sdxl_outputs(folder: pathlib.Path) -> dict[str, np.ndarray]:
+    """Golden SDXL outputs of the pipeline reloaded from `folder` (NHWC, float32)."""
+    import jax
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+
+    from ltg_jax import sampling
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.force_zeros_for_empty_prompt
+    models = (pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2)
+    assert all(m.dtype == torch.float32 for m in models)
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1).astype(np.float32)
+    f32 = lambda t: t.detach().numpy().astype(np.float32)
+    out: dict[str, np.ndarray] = {"prompts": np.array(PROMPTS)}
+    with torch.no_grad():
+        for i, (tok, te) in enumerate(
+            ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)), 1
+        ):
+            ids = tok(PROMPTS, padding="max_length", max_length=77, truncation=True).input_ids
+            out[f"ids_{i}"] = np.asarray(ids, np.int32)
+            res = te(torch.tensor(ids, dtype=torch.long), output_hidden_states=True)
+            out[f"te{i}_penultimate"] = f32(res.hidden_states[-2])
+            if i == 1:
+                out["te1_pooled"] = f32(res.pooler_output)
+            else:
+                out["te2_text_embeds"] = f32(res.text_embeds)
+        kw = dict(device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True)
+        pe, npe, ppe, nppe = pipe.encode_prompt(prompt=PROMPTS, **kw)
+        assert not npe.any() and not nppe.any(), "force_zeros_for_empty_prompt: zero negatives"
+        out["prompt_embeds"], out["negative_prompt_embeds"] = f32(pe), f32(npe)
+        out["pooled_prompt_embeds"], out["negative_pooled_prompt_embeds"] = f32(ppe), f32(nppe)
+        _, npe, _, nppe = pipe.encode_prompt(prompt=PROMPTS, negative_prompt="blurry", **kw)
+        assert npe.any() and nppe.any()
+        out["negative_blurry_prompt_embeds"] = f32(npe)
+        out["negative_blurry_pooled_prompt_embeds"] = f32(nppe)
+
+        rng = np.random.default_rng(0)
+        unet_in = {
+            "latents": rng.standard_normal((2, 8, 8, 4)).astype(np.float32),
+            "timesteps": np.array([3, 981], np.int32),
+            "context": rng.standard_normal((2, 7, 40)).astype(np.float32),
+            "text_embeds": rng.standard_normal((2, 12)).astype(np.float32),
+            "time_ids": np.array([[16, 16, 0, 0, 16, 16], [24, 32, 2, 4, 16, 16]], np.float32),
+        }
+        eps = pipe.unet(
+            nchw(unet_in["latents"]),
+            torch.from_numpy(unet_in["timesteps"]).long(),
+            encoder_hidden_states=torch.from_numpy(unet_in["context"]),
+            added_cond_kwargs={
+                "text_embeds": torch.from_numpy(unet_in["text_embeds"]),
+                "time_ids": torch.from_numpy(unet_in["time_ids"]),
+            },
+        ).sample
+        out |= {f"unet.{k}": v for k, v in unet_in.items()}
+        out["unet.eps"] = nhwc(eps)
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert not pipe.scheduler.config.clip_sample and not pipe.scheduler.config.set_alpha_to_one
+    for name, (prompts, h, w, cfg_scale, steps) in SDXL_CASES.items():
+        shape = (h // 2, w // 2, 4)
+        z = sampling.initial_latents(jax.random.key(0), np.arange(len(prompts)), shape)
+        latents = torch.from_numpy(np.asarray(z).transpose(0, 3, 1, 2).copy())
+        images = pipe(
+            prompts, height=h, width=w, num_inference_steps=steps, guidance_scale=cfg_scale,
+            latents=latents, output_type="np", eta=0.0,
+        ).images  # fmt: skip
+        out[f"images.{name}"] = np.asarray(images, np.float32)
+        # original_size + crops_coords_top_left + target_size, the pipeline's defaults
+        out[f"time_ids.{name}"] = np.array([h, w, 0, 0, h, w], np.float32)
+    return out
+
+
+def sdxl_param_counts() -> dict:
+    """Published SDXL base 1.0 configs and their diffusers/transformers parameter counts."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL_UNET)
+        text = CLIPTextModel(CLIPTextConfig(**SDXL_TEXT_ENCODER))
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_ENCODER_2))
+    return {
+        "unet_config": SDXL_UNET,
+        "unet_params": count(unet),
+        # As the hub's config.json files: `architectures` names the class.
+        "text_encoder_config": {**SDXL_TEXT_ENCODER, "architectures": ["CLIPTextModel"]},
+        "text_encoder_params": count(text),
+        "text_encoder_2_config": {
+            **SDXL_TEXT_ENCODER_2,
+            "architectures": ["CLIPTextModelWithProjection"],
+        },
+        "text_encoder_2_params": count(text_2),
+    }
+
+
+def make_sdxl_fixtures() -> None:
+    """tiny_sdxl/, tiny_sdxl_outputs.npz and sdxl_param_counts.json."""
+    folder = FIXTURES / "tiny_sdxl"
+    build_sdxl_folder(folder)
+    arrays = sdxl_outputs(folder)
+    for k, v in arrays.items():
+        if v.dtype.kind == "f":
+            assert np.isfinite(v).all(), k
+    np.savez_compressed(FIXTURES / "tiny_sdxl_outputs.npz", **arrays)
+    (FIXTURES / "sdxl_param_counts.json").write_text(
+        json.dumps(sdxl_param_counts(), indent=2) + "\n"
+    )
+
+
 def main() -> None:
     import torch
 
     torch.set_num_threads(1)
     if sys.argv[1:] == ["taesd"]:
         make_taesd_fixture()
+        return
+    if sys.argv[1:] == ["sdxl"]:
+        make_sdxl_fixtures()
         return
     inputs = fixed_inputs()
     arrays = {f"inputs.{k}": v for k, v in inputs.items()}

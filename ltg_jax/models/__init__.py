@@ -18,7 +18,13 @@ from flax import traverse_util
 
 from ltg_jax.models import defaults
 from ltg_jax.models.class_embedder import ClassEmbedder, class_context, class_embedder_from_config
-from ltg_jax.models.clip import CLIPTextModel, clip_encode, clip_from_config
+from ltg_jax.models.clip import (
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    clip_encode,
+    clip_from_config,
+    clip_penultimate,
+)
 from ltg_jax.models.defaults import UnsupportedModelError, fill_defaults
 from ltg_jax.models.tokenizer import load_clip_tokenizer, tokenize, tokenizer_files_problem
 from ltg_jax.models.unet import UNet2DConditionModel, unet_apply, unet_from_config
@@ -80,6 +86,7 @@ __all__ = [
     "AutoencoderKL",
     "AutoencoderTiny",
     "CLIPTextModel",
+    "CLIPTextModelWithProjection",
     "ClassEmbedder",
     "Params",
     "UNet2DConditionModel",
@@ -89,6 +96,7 @@ __all__ = [
     "class_embedder_from_config",
     "clip_encode",
     "clip_from_config",
+    "clip_penultimate",
     "decode_latents",
     "defaults",
     "fill_defaults",

@@ -1,14 +1,15 @@
-"""CLIPTextModel (the SD 1.x/2.x text encoder) in Flax linen.
+"""CLIPTextModel (the SD text encoder) and CLIPTextModelWithProjection (SDXL's second) in Flax.
 
 Parameter names follow transformers' CLIPTextModel without the `text_model.` prefix, e.g.
-`encoder/layers_0/mlp/fc1/kernel` <-> `[text_model.]encoder.layers.0.mlp.fc1.weight`.
-Like the SD pipelines, only the causal mask is applied (no padding mask).
+`encoder/layers_0/mlp/fc1/kernel` <-> `[text_model.]encoder.layers.0.mlp.fc1.weight`; the
+projection model keeps it (`text_model/encoder/...`, `text_projection/kernel`), as its
+checkpoints do. Like the SD pipelines, only the causal mask is applied (no padding mask).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -21,6 +22,15 @@ ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP (SD 1.x)
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # OpenCLIP (SD 2.x)
 }
+
+
+class CLIPOutput(NamedTuple):
+    """transformers' fields: final-normed last state, pooled (or projected) EOS state, and
+    `hidden_states` (the embeddings, then every layer's output, before the final norm)."""
+
+    last_hidden_state: jax.Array
+    pooler_output: jax.Array
+    hidden_states: tuple[jax.Array, ...]
 
 
 class EncoderLayer(nn.Module):
@@ -57,7 +67,9 @@ class Encoder(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, skip_layers: int) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, skip_layers: int) -> tuple[jax.Array, ...]:
+        """The embeddings and each layer's output (as transformers' hidden_states)."""
+        states = [x]
         for i in range(self.num_layers):
             # At init every layer runs so that every parameter exists.
             if i < self.num_layers - skip_layers or self.is_initializing():
@@ -70,7 +82,8 @@ class Encoder(nn.Module):
                     self.dtype,
                     name=f"layers_{i}",
                 )(x, mask)
-        return x
+                states.append(x)
+        return tuple(states)
 
 
 class SelfAttention(nn.Module):
@@ -125,7 +138,7 @@ class Embeddings(nn.Module):
 
 
 class CLIPTextModel(nn.Module):
-    """input_ids [B,L] int -> (hidden [B,L,D], pooled [B,D]), both float32.
+    """input_ids [B,L] int -> CLIPOutput (hidden [B,L,D], pooled [B,D], states), float32.
 
     `skip_layers=k` stops k layers early and applies final_layer_norm, which is diffusers'
     `clip_skip=k` (k=1: the penultimate layer, as some SD fine-tunes expect).
@@ -147,7 +160,7 @@ class CLIPTextModel(nn.Module):
         return (jnp.zeros((1, 1), jnp.int32),)
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, skip_layers: int = 0) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, input_ids: jax.Array, skip_layers: int = 0) -> CLIPOutput:
         length = input_ids.shape[-1]
         if length > self.max_position_embeddings:
             raise ValueError(
@@ -162,7 +175,7 @@ class CLIPTextModel(nn.Module):
             name="embeddings",
         )(input_ids)
         mask = jnp.tril(jnp.ones((length, length), bool))
-        x = Encoder(
+        states = Encoder(
             self.num_hidden_layers,
             self.hidden_size,
             self.intermediate_size,
@@ -172,7 +185,7 @@ class CLIPTextModel(nn.Module):
             self.dtype,
             name="encoder",
         )(x, mask, skip_layers)
-        hidden = layer_norm(self.layer_norm_eps, self.dtype, "final_layer_norm")(x)
+        hidden = layer_norm(self.layer_norm_eps, self.dtype, "final_layer_norm")(states[-1])
         hidden = hidden.astype(jnp.float32)
         # transformers' pooling: eos_token_id == 2 marks legacy configs that pool at argmax id.
         if self.eos_token_id == 2:
@@ -180,7 +193,29 @@ class CLIPTextModel(nn.Module):
         else:
             pos = jnp.argmax(input_ids == self.eos_token_id, axis=-1)
         pooled = jnp.take_along_axis(hidden, pos[:, None, None], axis=1)[:, 0]
-        return hidden, pooled
+        return CLIPOutput(hidden, pooled, tuple(h.astype(jnp.float32) for h in states))
+
+
+class CLIPTextModelWithProjection(nn.Module):
+    """CLIPTextModel whose pooled output goes through `text_projection` (no bias): SDXL's
+    `text_encoder_2`, whose projected pooled output is the UNet's `text_embeds`."""
+
+    text_model: CLIPTextModel
+    projection_dim: int = 512
+
+    def dummy_inputs(self) -> tuple[jax.Array]:
+        return self.text_model.dummy_inputs()
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, skip_layers: int = 0) -> CLIPOutput:
+        out = self.text_model(input_ids, skip_layers)
+        projection = nn.Dense(
+            self.projection_dim, use_bias=False, dtype=self.text_model.dtype, name="text_projection"
+        )
+        return out._replace(pooler_output=projection(out.pooler_output).astype(jnp.float32))
+
+
+TEXT_ARCHITECTURES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 
 
 def clip_from_config(
@@ -188,18 +223,20 @@ def clip_from_config(
     *,
     dtype: Dtype = jnp.float32,
     source: str = "text_encoder/config.json",
-) -> CLIPTextModel:
+) -> CLIPTextModel | CLIPTextModelWithProjection:
     """Build the module from a transformers CLIPTextConfig config.json dict."""
     cfg = fill_defaults("text_encoder", config)
     archs = cfg.get("architectures") or ["CLIPTextModel"]
-    if archs != ["CLIPTextModel"]:
-        raise ValueError(f"{source}: architectures {archs} not supported; use ['CLIPTextModel']")
+    if len(archs) != 1 or archs[0] not in TEXT_ARCHITECTURES:
+        raise ValueError(
+            f"{source}: architectures {archs} not supported; use one of {list(TEXT_ARCHITECTURES)}"
+        )
     act = cfg["hidden_act"]
     if act not in ACTIVATIONS:
         raise ValueError(
             f"{source}: hidden_act {act!r} not supported; use one of {list(ACTIVATIONS)}"
         )
-    return CLIPTextModel(
+    text_model = CLIPTextModel(
         vocab_size=cfg["vocab_size"],
         hidden_size=cfg["hidden_size"],
         intermediate_size=cfg["intermediate_size"],
@@ -211,10 +248,24 @@ def clip_from_config(
         eos_token_id=cfg["eos_token_id"],
         dtype=dtype,
     )
+    if archs[0] == "CLIPTextModel":
+        return text_model
+    return CLIPTextModelWithProjection(text_model, int(cfg["projection_dim"]))
 
 
 def clip_encode(
     clip: CLIPTextModel, params: Mapping[str, Any], input_ids: jax.Array, skip_layers: int = 0
 ) -> jax.Array:
     """Token ids [B,L] -> context [B,L,D] f32 for the UNet's cross-attention."""
-    return clip.apply({"params": params}, input_ids, skip_layers)[0]
+    return clip.apply({"params": params}, input_ids, skip_layers).last_hidden_state
+
+
+def clip_penultimate(
+    clip: CLIPTextModel | CLIPTextModelWithProjection,
+    params: Mapping[str, Any],
+    input_ids: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """SDXL's text features: (penultimate layer's output, not final-normed [B,L,D]; pooled
+    [B,P], projected for the projection model), as diffusers' StableDiffusionXLPipeline."""
+    out = clip.apply({"params": params}, input_ids)
+    return out.hidden_states[-2], out.pooler_output

@@ -105,6 +105,7 @@ CLIP_TEXT: dict[str, Any] = {
     "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-05,
     "eos_token_id": 49407,
+    "projection_dim": 512,
 }
 
 TABLES: dict[str, dict[str, Any]] = {"unet": UNET, "vae": VAE, "text_encoder": CLIP_TEXT}
@@ -112,7 +113,8 @@ TABLES: dict[str, dict[str, Any]] = {"unet": UNET, "vae": VAE, "text_encoder": C
 
 def fill_defaults(component: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """`config` with every field it omits set to the library default ('unet'|'vae'|...)."""
-    return {**TABLES.get(component, {}), **dict(config)}
+    table = TABLES.get(component.removesuffix("_2"), {})  # text_encoder_2: a CLIP text config
+    return {**table, **dict(config)}
 
 
 class UnsupportedModelError(ValueError):

@@ -16,19 +16,40 @@ import jax.numpy as jnp
 from ltg_jax.models.conv import conv_general_dilated
 
 Dtype = jnp.dtype | type
-REMAT_POLICIES = ("none", "decoder", "all")
+REMAT_SCOPES = ("none", "decoder", "all")
+# What a recomputed block keeps for its backward pass (names in jax.checkpoint_policies):
+# nothing (recompute all: least memory), or the matmul outputs (recompute only the cheap
+# elementwise work, GroupNorm and SiLU: fewer FLOPs, more memory).
+REMAT_SAVE_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
-def check_remat(remat: str) -> str:
-    """Validate a remat policy name."""
-    if remat not in REMAT_POLICIES:
-        raise ValueError(f"remat={remat!r}: use one of {REMAT_POLICIES}")
-    return remat
+def check_remat(remat: str) -> tuple[str, str]:
+    """'scope' or 'scope:policy' -> (scope, policy), e.g. 'decoder:dots_saveable'.
+
+    scope: none | decoder | all (which blocks are recomputed in the backward pass); policy:
+    one of REMAT_SAVE_POLICIES, default nothing_saveable.
+    """
+    scope, _, policy = remat.partition(":")
+    policy = policy or "nothing_saveable"
+    if scope not in REMAT_SCOPES or policy not in REMAT_SAVE_POLICIES:
+        raise ValueError(
+            f"remat={remat!r}: use a scope {REMAT_SCOPES}, optionally ':' and a "
+            f"jax.checkpoint_policies name {REMAT_SAVE_POLICIES}, e.g. 'decoder:dots_saveable'"
+        )
+    return scope, policy
 
 
-def maybe_remat(cls: type[nn.Module], enabled: bool) -> type[nn.Module]:
-    """`nn.remat(cls)` when enabled: recompute the block's activations in the backward pass."""
-    return nn.remat(cls) if enabled else cls
+def remat_policy(remat: str, covered_by: tuple[str, ...]) -> str | None:
+    """The checkpoint policy of a part that the scopes `covered_by` recompute, else None."""
+    scope, policy = check_remat(remat)
+    return policy if scope in covered_by else None
+
+
+def maybe_remat(target, policy: str | None):
+    """`nn.remat(target)` under jax.checkpoint_policies.<policy>; target itself when None."""
+    if policy is None:
+        return target
+    return nn.remat(target, policy=getattr(jax.checkpoint_policies, policy))
 
 
 def group_norm(groups: int, eps: float, dtype: Dtype, name: str) -> nn.GroupNorm:
@@ -88,8 +109,11 @@ def attention(
     # Long sequences (SD 2.1 at 768 px: 9,216 tokens) in blocks of queries, so that the
     # [B, H, chunk, Lk] logits, not [B, H, Lq, Lk], bound the memory (diffusers' sliced
     # attention); every query row sees all keys, so the result is the same.
+    # Each block is recomputed in the backward pass (jax.checkpoint), so a gradient through
+    # it holds one block's logits at a time, not every block's (flash attention's trade).
     blocks = split(q).reshape(b, lq // chunk, chunk, num_heads, d).swapaxes(0, 1)
-    out = jax.lax.map(lambda qb: jax.nn.dot_product_attention(qb, k, v), blocks)
+    block_attention = jax.checkpoint(lambda qb, k, v: jax.nn.dot_product_attention(qb, k, v))
+    out = jax.lax.map(lambda qb: block_attention(qb, k, v), blocks)
     return out.swapaxes(0, 1).reshape(b, lq, inner)
 
 

@@ -1,8 +1,10 @@
-"""UNet2DConditionModel (Stable Diffusion 1.x/2.x) in Flax linen, NHWC.
+"""UNet2DConditionModel (Stable Diffusion 1.x/2.x and SDXL) in Flax linen, NHWC.
 
 The parameter tree mirrors diffusers' module names (`down_blocks_0/resnets_1/conv1/kernel` <->
 `down_blocks.0.resnets.1.conv1.weight`). Note the diffusers quirk we keep on purpose: the config
 field `attention_head_dim` is the number of *heads* per block (SD 1.5: 8 heads of 40 channels).
+SDXL adds `addition_embed_type="text_time"`: the pooled text embedding and six micro-conditioning
+numbers (original size, crop corner, target size) join the timestep embedding (`added_cond`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltg_jax.models.defaults import UnsupportedModelError, fill_defaults
+from ltg_jax.models.defaults import fill_defaults
 from ltg_jax.models.layers import (
     Downsample2D,
     Dtype,
@@ -27,15 +29,16 @@ from ltg_jax.models.layers import (
     conv,
     group_norm,
     maybe_remat,
+    remat_policy,
 )
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn",)
+TIME_IDS = 6  # SDXL micro-conditioning: original (h, w), crop (top, left), target (h, w)
 # Config entries we do not implement: supported only at the value diffusers uses by default.
 _UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "class_embed_type": None,
-    "addition_embed_type": None,
     "encoder_hid_dim": None,
     "encoder_hid_dim_type": None,
     "num_class_embeds": None,
@@ -57,8 +60,6 @@ _UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "class_embeddings_concat": False,
     "mid_block_only_cross_attention": None,
     "reverse_transformer_layers_per_block": None,
-    "addition_time_embed_dim": None,
-    "projection_class_embeddings_input_dim": None,
     "time_embedding_dim": None,
     "time_embedding_act_fn": None,
 }
@@ -108,7 +109,7 @@ class DownBlock2D(nn.Module):
     eps: float = 1e-5
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(
@@ -142,7 +143,7 @@ class UpBlock2D(nn.Module):
     eps: float = 1e-5
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(
@@ -172,7 +173,7 @@ class MidBlock2DCrossAttn(nn.Module):
     output_scale_factor: float = 1.0
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(self, h: jax.Array, temb: jax.Array, context: jax.Array) -> jax.Array:
@@ -202,7 +203,8 @@ class UNet2DConditionModel(nn.Module):
     """eps-prediction UNet: (latents [B,h,w,C], timesteps [B], context [B,L,D]) -> [B,h,w,C].
 
     Build it with `unet_from_config`. `remat`: "none", "decoder" (recompute each resnet and
-    transformer of the up blocks in the backward pass), "all" (of every block). The output is
+    transformer of the up blocks in the backward pass), "all" (of every block). A ':policy'
+    suffix (`layers.check_remat`) picks what they keep, e.g. 'decoder:dots_saveable'. The output is
     float32 whatever the compute dtype, for the scheduler's f32 maths.
     """
 
@@ -221,20 +223,35 @@ class UNet2DConditionModel(nn.Module):
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
     mid_block_scale_factor: float = 1.0
+    # SDXL's text_time embedding (0 = none): sinusoid width of each time id, and the width of
+    # [pooled text embedding, 6 sinusoids] (projection_class_embeddings_input_dim).
+    addition_time_embed_dim: int = 0
+    addition_embed_dim: int = 0
     dtype: Dtype = jnp.float32
     remat: str = "none"
 
-    def dummy_inputs(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def dummy_inputs(self) -> tuple[Any, ...]:
         """Smallest valid inputs (for abstract init): spatial size 2^(levels-1)."""
         s = 2 ** (len(self.block_out_channels) - 1)
-        return (
+        inputs = (
             jnp.zeros((1, s, s, self.in_channels), jnp.float32),
             jnp.zeros((1,), jnp.float32),
             jnp.zeros((1, 1, self.cross_attention_dim), jnp.float32),
         )
+        if not self.addition_time_embed_dim:
+            return inputs
+        pooled = self.addition_embed_dim - TIME_IDS * self.addition_time_embed_dim
+        added = {"text_embeds": jnp.zeros((1, pooled)), "time_ids": jnp.zeros((1, TIME_IDS))}
+        return (*inputs, added)
 
     @nn.compact
-    def __call__(self, latents: jax.Array, timesteps: jax.Array, context: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        latents: jax.Array,
+        timesteps: jax.Array,
+        context: jax.Array,
+        added_cond: Mapping[str, jax.Array] | None = None,
+    ) -> jax.Array:
         check_remat(self.remat)
         levels = len(self.block_out_channels)
         b, hgt, wid, _ = latents.shape
@@ -250,6 +267,8 @@ class UNet2DConditionModel(nn.Module):
         temb = TimestepEmbedding(4 * self.block_out_channels[0], self.dtype, name="time_embedding")(
             temb.astype(self.dtype)
         )
+        if self.addition_time_embed_dim:
+            temb = temb + self._text_time_embedding(added_cond, b)
         context = context.astype(self.dtype)
         common = dict(
             groups=self.norm_num_groups,
@@ -268,7 +287,7 @@ class UNet2DConditionModel(nn.Module):
                 add_downsample=i < levels - 1,
                 num_heads=self.num_heads[i],
                 depth=self.transformer_depth[i],
-                remat=self.remat == "all",
+                remat=remat_policy(self.remat, ("all",)),
                 name=f"down_blocks_{i}",
                 **common,
             )
@@ -280,7 +299,7 @@ class UNet2DConditionModel(nn.Module):
             num_heads=self.num_heads[-1],
             depth=self.transformer_depth[-1],
             output_scale_factor=self.mid_block_scale_factor,
-            remat=self.remat == "all",
+            remat=remat_policy(self.remat, ("all",)),
             name="mid_block",
             **common,
         )(h, temb, context)
@@ -296,13 +315,31 @@ class UNet2DConditionModel(nn.Module):
                 add_upsample=i < levels - 1,
                 num_heads=rev(self.num_heads)[i],
                 depth=rev(self.transformer_depth)[i],
-                remat=self.remat in ("decoder", "all"),
+                remat=remat_policy(self.remat, ("decoder", "all")),
                 name=f"up_blocks_{i}",
                 **common,
             )(h, res, temb, context)
 
         h = nn.silu(group_norm(self.norm_num_groups, self.norm_eps, self.dtype, "conv_norm_out")(h))
         return conv(self.out_channels, 3, self.dtype, "conv_out")(h).astype(jnp.float32)
+
+    def _text_time_embedding(self, added_cond: Mapping[str, jax.Array] | None, b: int) -> jax.Array:
+        """SDXL: add_embedding([pooled text, sinusoids of the 6 time ids]) -> [B, temb]."""
+        if added_cond is None or not {"text_embeds", "time_ids"} <= set(added_cond):
+            raise ValueError(
+                "this UNet (addition_embed_type=text_time, SDXL) needs added_cond="
+                "{'text_embeds': [B, pooled], 'time_ids': [B, 6]}"
+            )
+        time_ids = jnp.broadcast_to(jnp.asarray(added_cond["time_ids"]), (b, TIME_IDS))
+        sinusoids = timestep_embedding(
+            time_ids.reshape(-1), self.addition_time_embed_dim, self.flip_sin_to_cos,
+            self.freq_shift,
+        ).reshape(b, -1)  # fmt: skip
+        text = jnp.asarray(added_cond["text_embeds"], jnp.float32)
+        embeds = jnp.concatenate([text, sinusoids], axis=-1).astype(self.dtype)
+        return TimestepEmbedding(4 * self.block_out_channels[0], self.dtype, name="add_embedding")(
+            embeds
+        )
 
 
 def unet_from_config(
@@ -322,8 +359,18 @@ def unet_from_config(
     cls_name = cfg.get("_class_name", "UNet2DConditionModel")
     if cls_name != "UNet2DConditionModel":
         raise fail(f"_class_name {cls_name!r} is not supported; use UNet2DConditionModel")
-    if cfg["addition_embed_type"] == "text_time":
-        raise UnsupportedModelError("SDXL (addition_embed_type=text_time) is not supported yet")
+    added = cfg["addition_embed_type"]
+    if added not in (None, "text_time"):
+        raise fail(f"addition_embed_type={added!r} is not supported (only None or 'text_time')")
+    dims = (cfg["addition_time_embed_dim"], cfg["projection_class_embeddings_input_dim"])
+    if added and not all(dims):
+        raise fail(
+            "addition_embed_type='text_time' needs addition_time_embed_dim and "
+            "projection_class_embeddings_input_dim"
+        )
+    depths = cfg["transformer_layers_per_block"]
+    if not isinstance(depths, int) and any(not isinstance(d, int) for d in depths):
+        raise fail("transformer_layers_per_block per layer (nested lists) is not supported")
     down, up = tuple(cfg["down_block_types"]), tuple(cfg["up_block_types"])
     mid = cfg["mid_block_type"]
     for kind, types, supported in (
@@ -362,6 +409,8 @@ def unet_from_config(
         flip_sin_to_cos=cfg["flip_sin_to_cos"],
         freq_shift=cfg["freq_shift"],
         mid_block_scale_factor=cfg["mid_block_scale_factor"],
+        addition_time_embed_dim=int(cfg["addition_time_embed_dim"] or 0) if added else 0,
+        addition_embed_dim=int(cfg["projection_class_embeddings_input_dim"] or 0) if added else 0,
         dtype=dtype,
         remat=remat,
     )
@@ -373,6 +422,10 @@ def unet_apply(
     latents: jax.Array,
     timesteps: jax.Array,
     context: jax.Array,
+    added_cond: Mapping[str, jax.Array] | None = None,
 ) -> jax.Array:
-    """Predict noise. latents [B,h,w,C], timesteps [B] (or scalar), context [B,L,D] -> eps f32."""
-    return unet.apply({"params": params}, latents, timesteps, context)
+    """Predict noise. latents [B,h,w,C], timesteps [B] (or scalar), context [B,L,D] -> eps f32.
+
+    `added_cond` (SDXL only): {'text_embeds': [B, pooled], 'time_ids': [B, 6]}.
+    """
+    return unet.apply({"params": params}, latents, timesteps, context, added_cond)

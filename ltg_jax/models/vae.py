@@ -26,6 +26,7 @@ from ltg_jax.models.layers import (
     conv,
     group_norm,
     maybe_remat,
+    remat_policy,
 )
 
 ENCODER_BLOCK_TYPES = ("DownEncoderBlock2D",)
@@ -50,7 +51,7 @@ class EncoderBlock(nn.Module):
     add_downsample: bool
     groups: int = 32
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -72,7 +73,7 @@ class DecoderBlock(nn.Module):
     add_upsample: bool
     groups: int = 32
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -92,7 +93,7 @@ class MidBlock(nn.Module):
     channels: int
     groups: int = 32
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -114,7 +115,7 @@ def _output_tail(coder: nn.Module, h: jax.Array, features: int) -> jax.Array:
     norm = group_norm(coder.groups, _EPS, coder.dtype, "conv_norm_out")
     out = conv(features, 3, coder.dtype, "conv_out")
     tail = lambda _, h: out(nn.silu(norm(h)))
-    return (nn.remat(tail) if coder.remat else tail)(coder, h)
+    return maybe_remat(tail, coder.remat)(coder, h)
 
 
 class Encoder(nn.Module):
@@ -125,7 +126,7 @@ class Encoder(nn.Module):
     layers_per_block: int
     groups: int
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -148,7 +149,7 @@ class Decoder(nn.Module):
     layers_per_block: int
     groups: int
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | None = None  # the jax.checkpoint_policies name when recomputed
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -168,7 +169,8 @@ class AutoencoderKL(nn.Module):
 
     `remat`: "none", "decoder" (recompute each resnet, attention and the full-resolution output
     tail of the decoder in the backward pass: backprop through the decoder is the memory peak
-    of guidance), "all" (the encoder's too). Outputs are float32 whatever the compute dtype.
+    of guidance), "all" (the encoder's too). A ':policy' suffix
+    (`layers.check_remat`) picks what the recomputed blocks keep. Outputs are float32.
     """
 
     in_channels: int = 3
@@ -189,7 +191,7 @@ class AutoencoderKL(nn.Module):
             self.layers_per_block,
             self.norm_num_groups,
             self.dtype,
-            remat=self.remat == "all",
+            remat=remat_policy(self.remat, ("all",)),
         )
         self.decoder = Decoder(
             self.out_channels,
@@ -197,7 +199,7 @@ class AutoencoderKL(nn.Module):
             self.layers_per_block,
             self.norm_num_groups,
             self.dtype,
-            remat=self.remat in ("decoder", "all"),
+            remat=remat_policy(self.remat, ("decoder", "all")),
         )
         # setup() names submodules after their attribute, so no explicit name here.
         self.quant_conv = conv(2 * self.latent_channels, 1, self.dtype, None)
