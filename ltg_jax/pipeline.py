@@ -79,7 +79,7 @@ class LTGPipeline:
         input_adapter: adapters.InputAdapter | Mapping[str, Any] | None = None,
         param_dtype: str = "float32",
     ) -> LTGPipeline:
-        """Load a folder (ours or Stable Diffusion 1.x/2.x) and a predictor.
+        """Load a folder (ours, Stable Diffusion 1.x/2.x or SDXL) and a predictor.
 
         `predictor`: a bundle, a msgpack bundle path or `package.module:factory` (default:
         the shipped Fashion-MNIST-LT predictor with its epistemic heads); `heads`: epistemic

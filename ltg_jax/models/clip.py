@@ -138,7 +138,8 @@ class Embeddings(nn.Module):
 
 
 class CLIPTextModel(nn.Module):
-    """input_ids [B,L] int -> CLIPOutput (hidden [B,L,D], pooled [B,D], states), float32.
+    """input_ids [B,L] int -> (hidden [B,L,D], pooled [B,D]), float32; with
+    `output_hidden_states=True` a CLIPOutput that adds every layer's state.
 
     `skip_layers=k` stops k layers early and applies final_layer_norm, which is diffusers'
     `clip_skip=k` (k=1: the penultimate layer, as some SD fine-tunes expect).
@@ -160,7 +161,9 @@ class CLIPTextModel(nn.Module):
         return (jnp.zeros((1, 1), jnp.int32),)
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, skip_layers: int = 0) -> CLIPOutput:
+    def __call__(
+        self, input_ids: jax.Array, skip_layers: int = 0, output_hidden_states: bool = False
+    ) -> tuple[jax.Array, jax.Array] | CLIPOutput:
         length = input_ids.shape[-1]
         if length > self.max_position_embeddings:
             raise ValueError(
@@ -193,6 +196,8 @@ class CLIPTextModel(nn.Module):
         else:
             pos = jnp.argmax(input_ids == self.eos_token_id, axis=-1)
         pooled = jnp.take_along_axis(hidden, pos[:, None, None], axis=1)[:, 0]
+        if not output_hidden_states:
+            return hidden, pooled
         return CLIPOutput(hidden, pooled, tuple(h.astype(jnp.float32) for h in states))
 
 
@@ -207,12 +212,16 @@ class CLIPTextModelWithProjection(nn.Module):
         return self.text_model.dummy_inputs()
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, skip_layers: int = 0) -> CLIPOutput:
-        out = self.text_model(input_ids, skip_layers)
+    def __call__(
+        self, input_ids: jax.Array, skip_layers: int = 0, output_hidden_states: bool = False
+    ) -> tuple[jax.Array, jax.Array] | CLIPOutput:
+        """As CLIPTextModel, the pooled output projected (transformers' `text_embeds`)."""
+        out = CLIPOutput(*self.text_model(input_ids, skip_layers, output_hidden_states=True))
         projection = nn.Dense(
             self.projection_dim, use_bias=False, dtype=self.text_model.dtype, name="text_projection"
         )
-        return out._replace(pooler_output=projection(out.pooler_output).astype(jnp.float32))
+        out = out._replace(pooler_output=projection(out.pooler_output).astype(jnp.float32))
+        return out if output_hidden_states else out[:2]
 
 
 TEXT_ARCHITECTURES = ("CLIPTextModel", "CLIPTextModelWithProjection")
@@ -257,7 +266,7 @@ def clip_encode(
     clip: CLIPTextModel, params: Mapping[str, Any], input_ids: jax.Array, skip_layers: int = 0
 ) -> jax.Array:
     """Token ids [B,L] -> context [B,L,D] f32 for the UNet's cross-attention."""
-    return clip.apply({"params": params}, input_ids, skip_layers).last_hidden_state
+    return clip.apply({"params": params}, input_ids, skip_layers)[0]
 
 
 def clip_penultimate(
@@ -267,5 +276,5 @@ def clip_penultimate(
 ) -> tuple[jax.Array, jax.Array]:
     """SDXL's text features: (penultimate layer's output, not final-normed [B,L,D]; pooled
     [B,P], projected for the projection model), as diffusers' StableDiffusionXLPipeline."""
-    out = clip.apply({"params": params}, input_ids)
+    out = clip.apply({"params": params}, input_ids, output_hidden_states=True)
     return out.hidden_states[-2], out.pooler_output
