@@ -19,6 +19,13 @@ accuracy_groups.png, accuracy_per_class.png, label_fidelity.png, hardest_ltg.png
 clusters/*.png; review/<arm>.html (the review pages); synthetic/<arm>/ (datasets + annotated
 contact sheets); finetune/<arm>/seed_<s>/ (orbax checkpoints, eval.json).
 
+Baselines: the long-tail methods a practitioner tries first, at the same fine-tuning budget,
+join a run (a finished one too: only the new arms are fine-tuned) with
+  python -m sample.mine --workdir=runs/mine \
+    --config.arms=real,real+balanced,real+logit_adjusted,unguided,ltg,ltg+logit_adjusted
+`+balanced` draws every class equally often; `+logit_adjusted` trains with the
+logit-adjusted loss (Menon et al. 2021, tau = config.baselines.logit_adjustment_tau).
+
 Review: open review/ltg.html, judge the samples, Export manifest_ltg.csv, then rerun the same
 command with --config.review.manifest.ltg=manifest_ltg.csv (any manifest works: a JSON list,
 {"accept": [...], "reject": [...]}, or CSV file_name[,decision[,note]]). The same workdir
@@ -63,7 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.pipeline = str(assets.EMBEDDED_LDM)  # diffusers-format class-conditional folder
     config.oracle = str(assets.ORACLE_BUNDLE)  # judges label fidelity (balanced data)
     config.seeds = (0, 1, 2)  # fine-tuning seeds per arm
+    # real / unguided / ltg, each optionally '+balanced' or '+logit_adjusted' (the long-tail
+    # baselines: class-balanced resampling, Menon et al.'s logit-adjusted loss), e.g.
+    # --config.arms=real,real+balanced,real+logit_adjusted,unguided,ltg,ltg+logit_adjusted
     config.arms = ("real", "unguided", "ltg")
+    config.baselines = ml_collections.ConfigDict()
+    config.baselines.logit_adjustment_tau = 1.0  # Menon et al. 2021's default
 
     config.data = datasets.default_config()  # the real long-tailed data
     config.max_train_examples = 0  # 0 = all 12,406 real training images

@@ -2,8 +2,11 @@
 
 Every arm gets the same schedule (steps, batch size, learning rate); an arm differs only in
 which images fill the synthetic share of each batch (`real` has none, so its batches are all
-real). Batch k is drawn from fold(seed, k) alone, so an interrupted run restored from its orbax
-checkpoint continues with the very batches an uninterrupted run would have seen.
+real), and for the long-tail baselines in how the real rows are drawn (`sampling =
+"class_balanced"`: every class equally often) or in the loss (`logit_adjustment_tau` > 0: the
+logit-adjusted loss of Menon et al. 2021). Batch k is drawn from fold(seed, k) alone, so an
+interrupted run restored from its orbax checkpoint continues with the very batches an
+uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -47,15 +50,20 @@ def mixed_batch(
     batch_size: int,
     synthetic_fraction: float,
     augment: bool = True,
+    class_balanced: bool = False,
 ) -> dict[str, np.ndarray]:
     """Batch `step`: {'image' [B,H,W,C], 'label' [B]}, a fixed share drawn from the synthetic set.
 
     Rows are sampled with replacement from fold(seed, step), so any step's batch can be rebuilt
-    after a restart without iterator state.
+    after a restart without iterator state. `class_balanced` draws the real rows with weights
+    1 / (its class's count): each class present is drawn equally often.
     """
     rng = np.random.default_rng([seed, step])
     n_real, n_syn = batch_split(batch_size, synthetic_fraction, len(synthetic["label"]))
-    ri = rng.integers(0, len(real["label"]), n_real)
+    if class_balanced:
+        ri = rng.choice(len(real["label"]), n_real, p=class_balanced_weights(real["label"]))
+    else:
+        ri = rng.integers(0, len(real["label"]), n_real)
     images, labels = [real["image"][ri]], [real["label"][ri]]
     if n_syn:
         si = rng.integers(0, len(synthetic["label"]), n_syn)
@@ -65,6 +73,44 @@ def mixed_batch(
     if augment:
         images_ = augment_batch(images_, rng)
     return {"image": images_, "label": np.concatenate(labels).astype(np.int32)}
+
+
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-row sampling probabilities that give every present class the same total mass."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    weights = 1.0 / (counts[inverse] * len(counts))
+    return weights / weights.sum()
+
+
+SAMPLING = ("uniform", "class_balanced")
+
+
+def training_prior(
+    real_labels: np.ndarray, synthetic_labels: np.ndarray, num_classes: int, train_config
+) -> np.ndarray:
+    """[K] class frequencies of the batches fine-tuning draws (real share + synthetic share)."""
+    n_real, n_syn = batch_split(
+        int(train_config["batch_size"]),
+        float(train_config["synthetic_fraction"]),
+        len(synthetic_labels),
+    )
+    prior = np.zeros(num_classes)
+    for labels, rows in ((real_labels, n_real), (synthetic_labels, n_syn)):
+        if rows and len(labels):
+            prior += rows * np.bincount(labels, minlength=num_classes) / len(labels)
+    return prior / prior.sum()
+
+
+def logit_offsets(
+    real: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray], num_classes: int,
+    train_config: Mapping[str, Any],
+) -> np.ndarray | None:  # fmt: skip
+    """tau * log(prior) of the logit-adjusted loss, or None when tau is 0 (plain loss)."""
+    tau = float(train_config.get("logit_adjustment_tau", 0.0))
+    if tau == 0.0:
+        return None
+    prior = training_prior(real["label"], synthetic["label"], num_classes, train_config)
+    return tau * np.log(np.maximum(prior, 1e-8))  # a class never drawn: a large fixed margin
 
 
 def finetune(
@@ -81,9 +127,13 @@ def finetune(
     """Fine-tunes the bundle's predictor params in `workdir` (resuming it): (params, info).
 
     `train_config` holds num_steps, batch_size, learning_rate, warmup_steps, weight_decay,
-    synthetic_fraction, augment and checkpoint_every; `stop_after_steps` ends early, as a
-    kill would (for resumption tests); `desc` labels the progress bar.
+    synthetic_fraction, augment and checkpoint_every, and optionally sampling ("uniform" |
+    "class_balanced") and logit_adjustment_tau; `stop_after_steps` ends early, as a kill
+    would (for resumption tests); `desc` labels the progress bar.
     """
+    sampling = str(train_config.get("sampling", "uniform"))
+    if sampling not in SAMPLING:
+        raise ValueError(f"finetune sampling={sampling!r}; use one of {SAMPLING}")
     tx = predictor_training.make_optimizer(train_config)
     mesh = parallel.data_mesh()
     # A copy on the mesh: the train step donates its state, the bundle's params serve every run.
@@ -95,7 +145,8 @@ def finetune(
     state, start = checkpointing.restore_or_init(manager, state0)
     num_steps = int(train_config["num_steps"])
     last = num_steps if stop_after_steps is None else min(num_steps, stop_after_steps)
-    step_fn = predictor_training.make_train_step(bundle.adapted_apply, tx)
+    offsets = logit_offsets(real, synthetic, len(bundle.class_names), train_config)
+    step_fn = predictor_training.make_train_step(bundle.adapted_apply, tx, offsets)
     started, losses = time.perf_counter(), []
     bar = parallel.progress(total=num_steps, initial=start, desc=desc, unit="step")
     for step in range(start + 1, last + 1):
@@ -107,6 +158,7 @@ def finetune(
             batch_size=int(train_config["batch_size"]),
             synthetic_fraction=float(train_config["synthetic_fraction"]),
             augment=bool(train_config["augment"]),
+            class_balanced=sampling == "class_balanced",
         )  # the global batch, the same on every process: each feeds its own rows
         local = parallel.process_batch_slice(len(batch["label"]))
         batch = parallel.host_local_to_global({k: v[local] for k, v in batch.items()}, mesh)

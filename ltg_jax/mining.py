@@ -58,8 +58,12 @@ from ltg_jax import (
 )
 from ltg_jax.data import datasets, synthetic
 
-ARMS = ("real", "unguided", "ltg")
+ARMS = ("real", "unguided", "ltg")  # where an arm's images come from
 SYNTHETIC_ARMS = ("unguided", "ltg")
+# The long-tail baselines a practitioner tries first, as fine-tuning methods an arm adds to its
+# data with '+': `real+balanced` (class-balanced resampling), `real+logit_adjusted` (Menon et
+# al. 2021), and the same on synthetic data (`ltg+logit_adjusted`). Same budget for all.
+FINETUNE_METHODS = ("balanced", "logit_adjusted")
 CONFIG_FILE = "config.json"
 STAGES_FILE = "stages.json"
 REPORT_JSON = "report.json"
@@ -67,9 +71,10 @@ REPORT_MD = "report.md"
 SELECTION_JSON = "selection.json"
 TRAINED_ON_FILE = "trained_on.json"
 REVIEW_DIR = "review"
-# Keys free to change on a rerun: the report's shape, what was chosen, and the review (a
-# changed review reruns the fine-tuning of the arms whose kept samples changed).
-RESUME_FREE_PREFIXES = ("report.", "guidance_choice", "review.")
+# Keys free to change on a rerun: the report's shape, what was chosen, the review (a changed
+# review reruns the fine-tuning of the arms whose kept samples changed) and the list of arms
+# (an added arm is fine-tuned; the finished ones are reused).
+RESUME_FREE_PREFIXES = ("report.", "guidance_choice", "review.", "arms")
 
 
 # ================================================================ checks before compute
@@ -101,6 +106,28 @@ def check_runs_on_data(
         ) from e
 
 
+def arm_parts(arm: str) -> tuple[str, str | None]:
+    """'ltg+logit_adjusted' -> ('ltg', 'logit_adjusted'); 'real' -> ('real', None)."""
+    source, _, method = str(arm).partition("+")
+    if source not in ARMS or (method and method not in FINETUNE_METHODS):
+        raise ValueError(
+            f"--config.arms: {arm!r} is not an arm; use one of {list(ARMS)}, optionally with "
+            f"'+' and a fine-tuning method {list(FINETUNE_METHODS)} (e.g. real+balanced)"
+        )
+    return source, method or None
+
+
+def arm_finetune_config(config: ml_collections.ConfigDict, arm: str) -> dict[str, Any]:
+    """config.finetune with the arm's method: balanced sampling or the logit-adjusted loss."""
+    train = config.finetune.to_dict()
+    method = arm_parts(arm)[1]
+    if method == "balanced":
+        train["sampling"] = "class_balanced"
+    if method == "logit_adjusted":
+        train["logit_adjustment_tau"] = float(config.baselines.logit_adjustment_tau)
+    return train
+
+
 def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     """Loads and cross-checks predictor, oracle and diffusion folder; errors name the fix.
 
@@ -109,6 +136,11 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     finite), and the manifests (parsed, and naming only files the run will write).
     """
     checks.check_config_finite(config)
+    arms = [str(a) for a in config.arms]
+    for arm in arms:
+        arm_parts(arm)
+    if not arms or len(set(arms)) != len(arms):
+        raise ValueError(f"--config.arms={arms}: give distinct arms (e.g. real,unguided,ltg)")
     data = datasets.describe(config.data)
     bundle = ltg_sampling.load_bundle(config.predictor)
     oracle = ltg_sampling.load_bundle(config.oracle, "oracle")
@@ -436,7 +468,7 @@ def finetune_arm(
                 real,
                 synthetic_arrays,
                 eval_arrays,
-                config.finetune.to_dict(),
+                arm_finetune_config(config, arm),
                 int(seed),
                 run_dir,
                 inputs.data,
@@ -521,7 +553,8 @@ def _mine(
     stages.record("load_data", time.time() - tic)
     results = {}
     for arm in config.arms:
-        syn = empty_arrays(real) if arm == "real" else reviewed[arm].training_arrays()
+        source = arm_parts(arm)[0]
+        syn = empty_arrays(real) if source == "real" else reviewed[source].training_arrays()
         results[arm] = finetune_arm(config, workdir, arm, inputs, real, syn, eval_arrays, stages)
     tic = time.time()
     base = finetune.evaluate(
@@ -614,7 +647,7 @@ def write_report(
     pages = write_review_pages(config, workdir, reviewed, names)
     summaries = {arm: r.summary for arm, r in reviewed.items()}
     for arm, arm_report in arms.items():  # None for `real`: it trains on no generated data
-        fid = summaries.get(arm, {}).get("label_fidelity")
+        fid = summaries.get(arm_parts(arm)[0], {}).get("label_fidelity")
         arm_report["label_fidelity"] = None if fid is None else fid["overall"]
     filtering = [
         f"`{arm}`: {s['generated']} generated, {s['rejected_by_manifest']} rejected by the "
@@ -635,6 +668,7 @@ def write_report(
         "split": split,
         "seeds": [int(s) for s in config.seeds],
         "arms": arms,
+        "arm_order": [str(a) for a in config.arms],
         "base": {g: base[g] for g in report.GROUP_KEYS},
         "synthetic": summaries,
         "filtering_note": f"{rule}; " + "; ".join(filtering) + ".",
@@ -740,6 +774,10 @@ def kpis(
 
     out["few_shot_gain_vs_unguided"] = gain("ltg", "unguided", "few")
     out["few_shot_gain_vs_real"] = gain("ltg", "real", "few")
+    baselines = [a for a in arms if arm_parts(a)[0] == "real" and arm_parts(a)[1]]
+    if baselines and "ltg" in arms:  # the best real-data-only baseline on few-shot accuracy
+        best = max(baselines, key=lambda a: arms[a]["few"]["mean"])
+        out["few_shot_gain_vs_best_baseline"] = {"baseline": best, **gain("ltg", best, "few")}
     # Worst class: the class each arm gets least right (means over seeds).
     out["worst_class"] = {
         arm: min(
@@ -761,7 +799,8 @@ def kpis(
 
 def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:
     """The closing lines: where the report is, and the 3 arms x groups table."""
-    arms = {arm: out["arms"][arm] for arm in ARMS if arm in out["arms"]}  # JSON sorts keys
+    order = out.get("arm_order") or ARMS  # JSON sorts keys: the config's order
+    arms = {arm: out["arms"][arm] for arm in order if arm in out["arms"]}
     table = report.headline_table(
         arms,
         f"{out['split']} accuracy, mean ± std over seeds {out['seeds']} "

@@ -94,13 +94,22 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation) -> dict
 
 
 def make_train_step(
-    apply_fn: predictor.Predictor, tx: optax.GradientTransformation
+    apply_fn: predictor.Predictor,
+    tx: optax.GradientTransformation,
+    logit_offsets: np.ndarray | None = None,
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
-    """A jitted (state, batch{'image','label'}) -> (state, {'loss','accuracy'}) update."""
+    """A jitted (state, batch{'image','label'}) -> (state, {'loss','accuracy'}) update.
+
+    `logit_offsets` [K] (tau * log prior) gives the logit-adjusted loss of Menon et al. 2021:
+    cross-entropy of logits + offsets, so rare classes need larger margins; the model's own
+    logits (and `accuracy`) stay unadjusted.
+    """
+    offsets = None if logit_offsets is None else jnp.asarray(logit_offsets, jnp.float32)
 
     def loss_fn(params, images, labels):
         _, logits = apply_fn(params, images)
-        loss = jnp.mean(signals.cross_entropy(logits, labels))
+        adjusted = logits if offsets is None else logits + offsets
+        loss = jnp.mean(signals.cross_entropy(adjusted, labels))
         return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
     def step(state, batch):

@@ -164,6 +164,18 @@ def kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
     return [
         "- " + gain("few_shot_gain_vs_unguided", "Few-shot accuracy, LTG vs unguided data"),
         "- " + gain("few_shot_gain_vs_real", "Few-shot accuracy, LTG vs real data only"),
+        *(
+            [
+                "- "
+                + gain(
+                    "few_shot_gain_vs_best_baseline",
+                    f"Few-shot accuracy, LTG vs the best baseline "
+                    f"({kpis['few_shot_gain_vs_best_baseline']['baseline']})",
+                )
+            ]
+            if kpis.get("few_shot_gain_vs_best_baseline")
+            else []
+        ),
         f"- Worst class per arm (accuracy): {worst}",
         f"- Images: {kpis['generated']} generated, {kpis['reviewed']} reviewed by a person, "
         f"{kpis['used_for_training']} used for fine-tuning",

@@ -129,6 +129,77 @@ def test_rerun_resumes_without_redoing_finished_stages(models, finished):
         mining.run_mining(config_for(models, **{"finetune.num_steps": 5}), workdir)
 
 
+def test_baseline_arms_join_a_finished_run(models, finished, tmp_path):
+    """Class-balanced and logit-adjusted arms added on a rerun: only they are fine-tuned."""
+    import shutil
+
+    workdir = tmp_path / "mine"
+    shutil.copytree(finished[0], workdir)
+    arms = "real,real+balanced,real+logit_adjusted,unguided,ltg,ltg+logit_adjusted"
+    out = mining.run_mining(config_for(models, arms=tuple(arms.split(","))), workdir)
+    ran = {s.rsplit("/", 1)[0] for s in out["stages_run_this_time"] if s.startswith("finetune")}
+    assert ran == {"finetune/real+balanced", "finetune/real+logit_adjusted",
+                   "finetune/ltg+logit_adjusted"}  # fmt: skip
+    assert out["arm_order"] == arms.split(",")
+    for arm in ("real", "unguided", "ltg"):  # reused, not retrained
+        assert out["arms"][arm]["overall"] == finished[1]["arms"][arm]["overall"]
+    assert (
+        out["arms"]["ltg+logit_adjusted"]["label_fidelity"] == out["arms"]["ltg"]["label_fidelity"]
+    )
+    best = out["kpis"]["few_shot_gain_vs_best_baseline"]
+    assert best["baseline"] in ("real+balanced", "real+logit_adjusted")
+    lines = mining.headline(out, workdir).splitlines()
+    assert [ln.split()[0] for ln in lines[-6:]] == arms.split(",")
+    assert "LTG vs the best baseline" in (workdir / "report.md").read_text()
+    with pytest.raises(ValueError, match="'ltg\\+focal' is not an arm"):
+        mining.run_mining(config_for(models, arms=("real", "ltg+focal")), workdir)
+
+
+def test_class_balanced_batches_draw_every_class_equally():
+    labels = np.repeat(np.arange(3), [900, 90, 10]).astype(np.int32)
+    real = {"image": np.zeros((1000, 2, 2, 1), np.float32), "label": labels}
+    empty = {"image": real["image"][:0], "label": labels[:0]}
+    draw = lambda balanced: np.concatenate([
+        finetune.mixed_batch(real, empty, step, seed=0, batch_size=64, synthetic_fraction=0.25,
+                             augment=False, class_balanced=balanced)["label"]
+        for step in range(50)
+    ])  # fmt: skip
+    balanced = np.bincount(draw(True), minlength=3) / 3200
+    uniform = np.bincount(draw(False), minlength=3) / 3200
+    np.testing.assert_allclose(balanced, [1 / 3] * 3, atol=0.03)
+    np.testing.assert_allclose(uniform, [0.9, 0.09, 0.01], atol=0.02)
+
+
+def test_logit_adjusted_loss_uses_the_prior_of_the_batches():
+    """Offsets are tau * log of the real + synthetic share prior; the loss adds them."""
+    import optax
+
+    from ltg_jax import predictor_training, signals
+
+    real = {"label": np.asarray([0] * 8 + [1] * 2, np.int32)}
+    syn = {"label": np.asarray([2, 2], np.int32)}
+    train = {"batch_size": 8, "synthetic_fraction": 0.25, "logit_adjustment_tau": 1.0}
+    # 6 real rows (0.8 / 0.2 of classes 0 / 1) and 2 synthetic rows (class 2) per batch.
+    prior = finetune.training_prior(real["label"], syn["label"], 4, train)
+    np.testing.assert_allclose(prior, [0.6, 0.15, 0.25, 0.0])
+    offsets = finetune.logit_offsets(real, syn, 4, train)
+    np.testing.assert_allclose(offsets[:3], np.log([0.6, 0.15, 0.25]), rtol=1e-6)
+    assert finetune.logit_offsets(real, syn, 4, {**train, "logit_adjustment_tau": 0.0}) is None
+
+    logits = np.asarray([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4]], np.float32)
+    apply_fn = lambda params, images: (images, images + params["b"])  # logits = images + b
+    state = {"params": {"b": np.zeros(4, np.float32)}, "step": 0}
+    state["opt_state"] = optax.sgd(0.0).init(state["params"])
+    step = predictor_training.make_train_step(apply_fn, optax.sgd(0.0), offsets)
+    labels = np.asarray([1, 3], np.int32)
+    _, metrics = step(state, {"image": logits, "label": labels})
+    expected = np.mean(signals.cross_entropy(logits + offsets, labels))
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-6)
+    assert float(metrics["loss"]) != pytest.approx(
+        float(np.mean(signals.cross_entropy(logits, labels)))
+    )
+
+
 def test_headline_lists_three_arms(finished):
     workdir, out = finished
     text = mining.headline(out, workdir)
