@@ -70,6 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.pipeline = str(assets.EMBEDDED_LDM)  # diffusers-format class-conditional folder
     config.oracle = str(assets.ORACLE_BUNDLE)  # judges label fidelity (balanced data)
     config.seeds = (0, 1, 2)  # fine-tuning seeds per arm
+    # Generation seeds of the synthetic arms (each adds to config.ltg.seed): every synthetic
+    # arm is generated and fine-tuned once per generation seed, so the report's spread holds
+    # generation noise as well as fine-tuning noise. `real` does not depend on them.
+    config.generation_seeds = (0,)
     # real / unguided / ltg, each optionally '+balanced' or '+logit_adjusted' (the long-tail
     # baselines: class-balanced resampling, Menon et al.'s logit-adjusted loss), e.g.
     # --config.arms=real,real+balanced,real+logit_adjusted,unguided,ltg,ltg+logit_adjusted
@@ -159,11 +163,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if variant == "select":
         config.eval.split = "validation"
+        config.generation_seeds = (0,)
         config.seeds = (0, 1)
         config.budget.medium = 16
         config.budget.few = 32
     elif variant == "test":
         config.seeds = (0, 1, 2)
+        config.generation_seeds = (0,)
         config.max_train_examples = 256
         config.budget.medium = 0
         config.budget.few = 2

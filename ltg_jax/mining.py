@@ -73,8 +73,9 @@ TRAINED_ON_FILE = "trained_on.json"
 REVIEW_DIR = "review"
 # Keys free to change on a rerun: the report's shape, what was chosen, the review (a changed
 # review reruns the fine-tuning of the arms whose kept samples changed) and the list of arms
-# (an added arm is fine-tuned; the finished ones are reused).
-RESUME_FREE_PREFIXES = ("report.", "guidance_choice", "review.", "arms")
+# and generation seeds (an added arm or seed is generated and fine-tuned; the finished ones are
+# reused).
+RESUME_FREE_PREFIXES = ("report.", "guidance_choice", "review.", "arms", "generation_seeds")
 
 
 # ================================================================ checks before compute
@@ -104,6 +105,16 @@ def check_runs_on_data(
             f"input adapter ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check its "
             "input metadata (size, channels) or point at a current one"
         ) from e
+
+
+def arm_list(config: ml_collections.ConfigDict) -> list[str]:
+    """config.arms as names ('--config.arms=real,ltg' arrives as one string)."""
+    return list(ltg_sampling.config_names(config.arms))
+
+
+def generation_list(config: ml_collections.ConfigDict) -> list[int]:
+    """config.generation_seeds as integers (an error names the field)."""
+    return list(checks.config_ints(config.generation_seeds, "generation_seeds"))
 
 
 def arm_parts(arm: str) -> tuple[str, str | None]:
@@ -136,7 +147,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     finite), and the manifests (parsed, and naming only files the run will write).
     """
     checks.check_config_finite(config)
-    arms = [str(a) for a in config.arms]
+    arms = arm_list(config)
     for arm in arms:
         arm_parts(arm)
     if not arms or len(set(arms)) != len(arms):
@@ -167,6 +178,17 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
+    generations = generation_list(config)
+    if not generations or len(set(generations)) != len(generations):
+        raise ValueError(
+            f"--config.generation_seeds={generations}: give distinct seeds, e.g. 0,1,2"
+        )
+    given = [arm for arm in SYNTHETIC_ARMS if str(config.synthetic[arm])]
+    if given and len(generations) > 1:
+        raise ValueError(
+            f"--config.synthetic.{given[0]} is a given dataset, generated once: use one "
+            "generation seed (--config.generation_seeds=0)"
+        )
     return Inputs(bundle, oracle, names, hashes, data)
 
 
@@ -260,16 +282,26 @@ def class_budget(config: ml_collections.ConfigDict, data: datasets.DatasetInfo) 
 
 
 def arm_ltg_config(
-    config: ml_collections.ConfigDict, arm: str, data: datasets.DatasetInfo
+    config: ml_collections.ConfigDict, arm: str, data: datasets.DatasetInfo, generation: int = 0
 ) -> ml_collections.ConfigDict:
-    """The run_ltg config of a synthetic arm: same counts and seed; `unguided` sets w = 0."""
+    """The run_ltg config of a synthetic arm: same counts and seed; `unguided` sets w = 0.
+
+    `generation` (a config.generation_seeds entry) is added to the sampling seed.
+    """
     ltg = copy.deepcopy(config.ltg)
     ltg.pipeline, ltg.predictor = str(config.pipeline), str(config.predictor)
     ltg.samples_per_class = class_budget(config, data)
+    ltg.seed = int(config.ltg.seed) + int(generation)
     if arm == "unguided":
         ltg.variant = "unguided"
         ltg.sampler.guidance.w = 0.0
     return ltg
+
+
+def generation_name(arm: str, generation: int) -> str:
+    """Folder name of an arm's generation seed: the arm itself for seed 0 (a one-generation
+    run's layout), `<arm>_gen<g>` for the others; so seeds can be added to a finished run."""
+    return arm if int(generation) == 0 else f"{arm}_gen{int(generation)}"
 
 
 def generate(
@@ -278,11 +310,13 @@ def generate(
     arm: str,
     data: datasets.DatasetInfo,
     stages: Stages,
+    generation: int = 0,
 ) -> Path:
     """Runs (or resumes, or skips when finished) the LTG sampling of one arm; its data folder."""
     if str(config.synthetic[arm]):
         return Path(str(config.synthetic[arm]))  # an existing (reviewed) dataset
-    return generate_into(config, workdir / "synthetic" / arm, arm, data, stages)
+    out = workdir / "synthetic" / generation_name(arm, generation)
+    return generate_into(config, out, arm, data, stages, generation)
 
 
 def generate_into(
@@ -291,11 +325,12 @@ def generate_into(
     arm: str,
     data: datasets.DatasetInfo,
     stages: Stages,
+    generation: int = 0,
 ) -> Path:
     """run_ltg of one arm into `out` (resumed; skipped once finished); its data folder."""
     if not (out / ltg_sampling.SUMMARY_FILE).is_file():
         tic = time.time()
-        ltg_sampling.run_ltg(arm_ltg_config(config, arm, data), out)
+        ltg_sampling.run_ltg(arm_ltg_config(config, arm, data, generation), out)
         stages.record(f"generate/{out.name}", time.time() - tic)
     return out / ltg_sampling.DATA_DIR
 
@@ -378,14 +413,23 @@ class ArmData:
         return {"image": self.images[self.keep], "label": self.labels[self.keep]}
 
 
-def review(config: ml_collections.ConfigDict, arm: str, data: Path, inputs: Inputs) -> ArmData:
-    """Loads an arm's data, checks its classes, applies manifest and oracle filter."""
+def review(
+    config: ml_collections.ConfigDict,
+    arm: str,
+    data: Path,
+    inputs: Inputs,
+    manifest: str | None = None,
+) -> ArmData:
+    """Loads an arm's data, checks its classes, applies the manifest and the oracle filter.
+
+    `manifest` defaults to the arm's (config.review.manifest); "" reviews with none.
+    """
+    manifest = str(config.review.manifest[arm]) if manifest is None else manifest
     loaded = synthetic.load_synthetic(data)
     check_class_list(loaded.rows, inputs.class_names, data)
     loaded = loaded._replace(images=to_image_shape(loaded.images, inputs.data.image_shape))
     n = len(loaded.rows)
     keep = np.ones(n, bool)
-    manifest = str(config.review.manifest[arm])
     by_manifest = 0
     if manifest:
         kept_files = {r["file_name"] for r in synthetic.filter_rows(loaded.rows, manifest)}
@@ -450,8 +494,12 @@ def finetune_arm(
     synthetic_arrays: Mapping[str, np.ndarray],
     eval_arrays: Mapping[str, Mapping[str, np.ndarray]],
     stages: Stages,
+    train_config: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tunes and evaluates every seed of an arm (finished seeds are read, not redone).
+
+    `arm` names the folder under finetune/ (`<arm>_gen<g>` for later generations);
+    `train_config` defaults to the arm's (`arm_finetune_config`).
 
     Finished seeds count only if they trained on these synthetic arrays: after a changed
     review the arm's old fine-tuning is removed and redone.
@@ -468,7 +516,7 @@ def finetune_arm(
                 real,
                 synthetic_arrays,
                 eval_arrays,
-                arm_finetune_config(config, arm),
+                dict(train_config or arm_finetune_config(config, arm)),
                 int(seed),
                 run_dir,
                 inputs.data,
@@ -534,15 +582,22 @@ def _mine(
     check_workdir(workdir, run_record.make(config, **inputs.hashes))
     stages = Stages(workdir)
 
-    # ---- 1. generate (LTG and unguided: same counts, same seeds)
-    data = {arm: generate(config, workdir, arm, inputs.data, stages) for arm in SYNTHETIC_ARMS}
-
-    # ---- 2. review: manifest + oracle filter, label fidelity, mean signals
-    tic = time.time()
-    reviewed = {
-        arm: review(config, arm, data[arm], inputs)
-        for arm in parallel.progress(SYNTHETIC_ARMS, "review", unit="arm")
+    # ---- 1. generate (LTG and unguided: same counts, same seeds), once per generation seed
+    generations = generation_list(config)
+    data = {
+        (arm, g): generate(config, workdir, arm, inputs.data, stages, g)
+        for g in generations
+        for arm in SYNTHETIC_ARMS
     }
+
+    # ---- 2. review: manifest (the first generation's, which the review pages show) + oracle
+    # filter, label fidelity, mean signals
+    tic = time.time()
+    by_generation = {
+        (arm, g): review(config, arm, data[arm, g], inputs, None if g == generations[0] else "")
+        for arm, g in parallel.progress(list(data), "review", unit="arm")
+    }  # fmt: skip
+    reviewed = {arm: by_generation[arm, generations[0]] for arm in SYNTHETIC_ARMS}
     stages.record("review", time.time() - tic)
 
     # ---- 3. fine-tune every (arm, seed) from the shipped predictor, evaluate on test
@@ -551,11 +606,20 @@ def _mine(
     eval_split = str(config.eval.split)
     eval_arrays = {eval_split: load_real(config, eval_split)}
     stages.record("load_data", time.time() - tic)
-    results = {}
-    for arm in config.arms:
+    results = {}  # arm -> generation (None for real data only) -> the seeds' results
+    for arm in arm_list(config):
         source = arm_parts(arm)[0]
-        syn = empty_arrays(real) if source == "real" else reviewed[source].training_arrays()
-        results[arm] = finetune_arm(config, workdir, arm, inputs, real, syn, eval_arrays, stages)
+        if source == "real":  # no generated data: fine-tuned once, whatever the generations
+            syn = empty_arrays(real)
+            results[arm] = {None: finetune_arm(config, workdir, arm, inputs, real, syn,
+                                               eval_arrays, stages)}  # fmt: skip
+            continue
+        results[arm] = {
+            g: finetune_arm(config, workdir, generation_name(arm, g), inputs, real,
+                            by_generation[source, g].training_arrays(), eval_arrays, stages,
+                            arm_finetune_config(config, arm))
+            for g in generations
+        }  # fmt: skip
     tic = time.time()
     base = finetune.evaluate(
         inputs.bundle, inputs.bundle.params["predictor"], eval_arrays[eval_split],
@@ -592,7 +656,8 @@ def verdict(arms: Mapping[str, Mapping[str, Any]]) -> str:
         word = "is within the seed spread of"
     return (
         f"LTG {word} unguided synthetic data on few-shot test accuracy: "
-        f"{a['mean']:.4f} vs {b['mean']:.4f} (gap {gap:+.4f}, sum of stds {spread:.4f})."
+        f"{a['mean']:.4f} vs {b['mean']:.4f} (gap {gap:+.4f}, sum of stds {spread:.4f}; "
+        f"{a['n']} runs each: generation x fine-tuning seeds)."
     )
 
 
@@ -601,14 +666,19 @@ def write_report(
     workdir: Path,
     inputs: Inputs,
     reviewed: Mapping[str, ArmData],
-    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    results: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]],
     base: Mapping[str, Any],
     stages: Stages,
     start: float,
 ) -> dict[str, Any]:
     """PNGs, contact sheets and k-means clusters; returns report.json's content."""
     split = str(config.eval.split)
-    arms = {arm: report.aggregate_arm([r[split] for r in rs]) for arm, rs in results.items()}
+    arms = {
+        arm: report.aggregate_generations(
+            {g: [r[split] for r in rs] for g, rs in by_generation.items()}
+        )
+        for arm, by_generation in results.items()
+    }
     names = list(inputs.class_names)
     bar = parallel.progress(total=2, desc="report", unit="part")
     report.plot_group_bars(workdir / "accuracy_groups.png", arms)
@@ -667,8 +737,9 @@ def write_report(
         "variant": str(config.variant),
         "split": split,
         "seeds": [int(s) for s in config.seeds],
+        "generation_seeds": generation_list(config),
         "arms": arms,
-        "arm_order": [str(a) for a in config.arms],
+        "arm_order": arm_list(config),
         "base": {g: base[g] for g in report.GROUP_KEYS},
         "synthetic": summaries,
         "filtering_note": f"{rule}; " + "; ".join(filtering) + ".",
@@ -773,6 +844,12 @@ def kpis(
         return {"gain": a["mean"] - b["mean"], "std": a["std"] + b["std"]}
 
     out["few_shot_gain_vs_unguided"] = gain("ltg", "unguided", "few")
+    if out["few_shot_gain_vs_unguided"] and "per_generation" in arms["ltg"]:
+        # Paired by generation seed (the same noise for both arms): one gain per generation.
+        out["few_shot_gain_vs_unguided"]["per_generation"] = {
+            g: m["few"] - arms["unguided"]["per_generation"][g]["few"]
+            for g, m in arms["ltg"]["per_generation"].items()
+        }
     out["few_shot_gain_vs_real"] = gain("ltg", "real", "few")
     baselines = [a for a in arms if arm_parts(a)[0] == "real" and arm_parts(a)[1]]
     if baselines and "ltg" in arms:  # the best real-data-only baseline on few-shot accuracy
@@ -866,7 +943,9 @@ def _select(
             data = generate_into(cfg, sub, arm, inputs.data, stages)
             arm_data = review(cfg, arm, data, inputs)
             syn_arrays, summary = arm_data.training_arrays(), arm_data.summary
-        res = finetune_arm(cfg, sub, "run", inputs, real, syn_arrays, val, stages)
+        res = finetune_arm(
+            cfg, sub, "run", inputs, real, syn_arrays, val, stages, cfg.finetune.to_dict()
+        )
         agg = report.aggregate_arm([r["validation"] for r in res])
         rows[name] = {
             "overrides": {k_: v for k_, v in (cand or {}).items() if k_ != "name"},

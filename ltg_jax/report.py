@@ -29,6 +29,25 @@ def aggregate_arm(seed_reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def aggregate_generations(
+    by_generation: Mapping[Any, Sequence[Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """aggregate_arm over every (generation seed, fine-tuning seed) run of an arm, plus
+    'per_generation' (each generation's mean per group) and 'generation_std' (the std of
+    those means: the spread that generation noise alone adds). A `real` arm has one
+    generation (key None) and neither field."""
+    runs = [r for reports in by_generation.values() for r in reports]
+    out = aggregate_arm(runs)
+    if list(by_generation) != [None]:
+        means = {g: {k: mean_std([r[k] for r in reports])["mean"] for k in GROUP_KEYS}
+                 for g, reports in by_generation.items()}  # fmt: skip
+        out["per_generation"] = {str(g): m for g, m in means.items()}
+        out["generation_std"] = {
+            k: mean_std([m[k] for m in means.values()])["std"] for k in GROUP_KEYS
+        }
+    return out
+
+
 def headline_rows(arms: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
     """One row per arm: many/medium/few/overall as 'mean ± std'."""
     return [
@@ -144,6 +163,14 @@ def _fmt(a: Mapping[str, float]) -> str:
     return f"{a['mean']:.4f} ± {a['std']:.4f}"
 
 
+def per_generation(gain: Mapping[str, Any] | None) -> str:
+    """'; per generation seed: +1.8, +0.2, +1.5' (points), or '' with one generation."""
+    gains = (gain or {}).get("per_generation") or {}
+    if len(gains) < 2:
+        return ""
+    return "; per generation seed: " + ", ".join(f"{100 * v:+.1f}" for v in gains.values())
+
+
 def kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
     """The report's first lines: gains, data and cost, in words a manager reads."""
 
@@ -162,7 +189,9 @@ def kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
     )
     rate = kpis.get("generation_images_per_s")
     return [
-        "- " + gain("few_shot_gain_vs_unguided", "Few-shot accuracy, LTG vs unguided data"),
+        "- "
+        + gain("few_shot_gain_vs_unguided", "Few-shot accuracy, LTG vs unguided data")
+        + per_generation(kpis.get("few_shot_gain_vs_unguided")),
         "- " + gain("few_shot_gain_vs_real", "Few-shot accuracy, LTG vs real data only"),
         *(
             [
@@ -184,6 +213,22 @@ def kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def generation_lines(arms: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each synthetic arm's mean per generation seed, and the std generation noise adds."""
+    spread = {arm: a for arm, a in arms.items() if "per_generation" in a}
+    if not spread or len(next(iter(spread.values()))["per_generation"]) < 2:
+        return []
+    lines = ["", "Per generation seed (mean over fine-tuning seeds), and the std of those "
+             "means:", "", "| arm | generation | many | medium | few | overall |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, a in spread.items():
+        for g, m in a["per_generation"].items():
+            lines.append(f"| {arm} | {g} | " + " | ".join(f"{m[k]:.4f}" for k in GROUP_KEYS) + " |")
+        std = a["generation_std"]
+        lines.append(f"| {arm} | std | " + " | ".join(f"{std[k]:.4f}" for k in GROUP_KEYS) + " |")
+    return lines
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """report.md from report.json's content."""
     arms = report["arms"]
@@ -192,10 +237,14 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         *(kpi_lines(report["kpis"]) if report.get("kpis") else []),
         "",
-        f"Config variant `{report['variant']}`; seeds {report['seeds']}; wall time of this "
+        f"Config variant `{report['variant']}`; fine-tuning seeds {report['seeds']}, "
+        f"generation seeds {report.get('generation_seeds', [0])}; wall time of this "
         f"invocation {report['wall_time_s']:.1f} s.",
         "",
         "## Test accuracy (mean ± std over seeds)",
+        "",
+        "Synthetic arms: over every (generation seed, fine-tuning seed) pair; `real`: over the "
+        "fine-tuning seeds (it uses no generated data).",
         "",
         "| arm | many | medium | few | overall |",
         "|---|---|---|---|---|",
@@ -209,6 +258,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             + " | ".join(f"{b[g]:.4f}" for g in GROUP_KEYS)
             + " |"
         )
+    lines += generation_lines(arms)
     lines += ["", "![groups](accuracy_groups.png)", "", "![per class](accuracy_per_class.png)"]
     lines += ["", "### Verdict (few-shot)", "", report.get("verdict", ""), ""]
     lines += ["## Synthetic data", "", "| arm | generated | used for training | label fidelity |"]

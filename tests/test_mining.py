@@ -155,6 +155,38 @@ def test_baseline_arms_join_a_finished_run(models, finished, tmp_path):
         mining.run_mining(config_for(models, arms=("real", "ltg+focal")), workdir)
 
 
+def test_a_second_generation_seed_spreads_the_synthetic_arms(models, finished, tmp_path):
+    """Generation seed 1 added to a finished run: only its generation and fine-tuning run;
+    the synthetic arms then aggregate 2 x 3 runs, `real` still its 3, and the KPI pairs the
+    LTG and unguided gains by generation seed."""
+    import shutil
+
+    workdir = tmp_path / "mine"
+    shutil.copytree(finished[0], workdir)
+    out = mining.run_mining(config_for(models, generation_seeds=(0, 1)), workdir)
+    ran = {s.rsplit("/", 1)[0] for s in out["stages_run_this_time"]}
+    assert {"generate", "finetune/ltg_gen1", "finetune/unguided_gen1"} <= ran
+    assert not ran & {"finetune/real", "finetune/ltg", "finetune/unguided"}
+    assert "generate/ltg_gen1" in out["stages_run_this_time"]
+    first = synthetic.load_synthetic(workdir / "synthetic/ltg/data")
+    second = synthetic.load_synthetic(workdir / "synthetic/ltg_gen1/data")
+    assert [r["class_name"] for r in first.rows] == [r["class_name"] for r in second.rows]
+    assert np.abs(first.images - second.images).max() > 0.1  # another noise draw
+    assert out["generation_seeds"] == [0, 1]
+    assert out["arms"]["ltg"]["few"]["n"] == 6 and out["arms"]["real"]["few"]["n"] == 3
+    assert set(out["arms"]["ltg"]["per_generation"]) == {"0", "1"}
+    assert "per_generation" not in out["arms"]["real"]
+    gen0 = out["arms"]["ltg"]["per_generation"]["0"]["few"]
+    assert gen0 == pytest.approx(finished[1]["arms"]["ltg"]["few"]["mean"])
+    gains = out["kpis"]["few_shot_gain_vs_unguided"]["per_generation"]
+    assert np.mean(list(gains.values())) == pytest.approx(
+        out["kpis"]["few_shot_gain_vs_unguided"]["gain"]
+    )
+    text = (workdir / "report.md").read_text()
+    assert "per generation seed:" in text and "| ltg | std |" in text
+    assert "6 runs each" in out["verdict"]
+
+
 def test_class_balanced_batches_draw_every_class_equally():
     labels = np.repeat(np.arange(3), [900, 90, 10]).astype(np.int32)
     real = {"image": np.zeros((1000, 2, 2, 1), np.float32), "label": labels}
