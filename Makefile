@@ -6,7 +6,7 @@ WORKDIR ?= runs/mine
 # Persistent XLA compilation cache: repeated runs skip recompiling.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
-.PHONY: install mine test lint format
+.PHONY: install mine mine-spread test lint format
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 mine: install
 	$(PY) -m sample.mine --workdir=$(WORKDIR)
+
+# The spread-aware comparison: 3 generation x 3 fine-tuning seeds and the long-tail baselines
+# (class-balanced resampling, logit adjustment), on the same workdir as `make mine` (it reuses
+# what that run finished).
+mine-spread: install
+	$(PY) -m sample.mine --workdir=$(WORKDIR) --config.generation_seeds=0,1,2 \
+	  --config.arms=real,real+balanced,real+logit_adjusted,unguided,ltg,ltg+logit_adjusted
 
 test: install lint
 	$(PY) -m pytest -q

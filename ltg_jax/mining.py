@@ -233,7 +233,11 @@ def check_workdir(workdir: Path, record: Mapping[str, Any]) -> None:
         return
     free = tuple(f"config.{p}" for p in RESUME_FREE_PREFIXES)
     saved = io.read_json(path)
-    diffs = run_record.differences(saved, record, keep=lambda k: not k.startswith(free))
+    # A key the saved run predates (a later feature's setting) cannot have shaped its outputs.
+    known = set(run_record.flatten(saved))
+    diffs = run_record.differences(
+        saved, record, keep=lambda k: k in known and not k.startswith(free)
+    )
     if diffs:
         raise ValueError(
             f"{workdir} holds a mining run of another config or other models ({diffs[:5]}); "
@@ -630,7 +634,10 @@ def _mine(
     # ---- 4. report: process 0 writes it, the others read what it wrote
     if parallel.is_process_zero():
         tic = time.time()
-        out = write_report(config, workdir, inputs, reviewed, results, base, stages, start)
+        summaries = {generation_name(arm, g): d.summary for (arm, g), d in by_generation.items()}
+        out = write_report(
+            config, workdir, inputs, reviewed, summaries, results, base, stages, start
+        )
         stages.record("report", time.time() - tic)
         out["stage_wall_time_s"] = dict(stages.times)
         # A resumed invocation is short; the stages' sum is what the whole run cost.
@@ -666,12 +673,17 @@ def write_report(
     workdir: Path,
     inputs: Inputs,
     reviewed: Mapping[str, ArmData],
+    summaries: Mapping[str, Mapping[str, Any]],
     results: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]],
     base: Mapping[str, Any],
     stages: Stages,
     start: float,
 ) -> dict[str, Any]:
-    """PNGs, contact sheets and k-means clusters; returns report.json's content."""
+    """PNGs, contact sheets and k-means clusters; returns report.json's content.
+
+    `reviewed`: each synthetic arm's first generation (pictures, clusters, review pages);
+    `summaries`: the review summary of every generated set (`<arm>[_gen<g>]`).
+    """
     split = str(config.eval.split)
     arms = {
         arm: report.aggregate_generations(
@@ -715,10 +727,11 @@ def write_report(
     bar.update(1)
     bar.close()
     pages = write_review_pages(config, workdir, reviewed, names)
-    summaries = {arm: r.summary for arm, r in reviewed.items()}
     for arm, arm_report in arms.items():  # None for `real`: it trains on no generated data
-        fid = summaries.get(arm_parts(arm)[0], {}).get("label_fidelity")
-        arm_report["label_fidelity"] = None if fid is None else fid["overall"]
+        source = arm_parts(arm)[0]
+        fids = [s["label_fidelity"]["overall"] for name, s in summaries.items()
+                if name.split("_gen")[0] == source]  # fmt: skip
+        arm_report["label_fidelity"] = float(np.mean(fids)) if fids else None
     filtering = [
         f"`{arm}`: {s['generated']} generated, {s['rejected_by_manifest']} rejected by the "
         f"manifest, {s['rejected_by_oracle']} by the oracle filter, {s['kept']} kept"
@@ -880,7 +893,8 @@ def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:
     arms = {arm: out["arms"][arm] for arm in order if arm in out["arms"]}
     table = report.headline_table(
         arms,
-        f"{out['split']} accuracy, mean ± std over seeds {out['seeds']} "
+        f"{out['split']} accuracy, mean ± std over fine-tuning seeds {out['seeds']} x "
+        f"generation seeds {out.get('generation_seeds', [0])} "
         f"(wall time {out['wall_time_s']:.0f} s)",
     )
     return f"report: {Path(workdir) / REPORT_MD} (+ {REPORT_JSON}, PNGs)\n{table}"

@@ -127,6 +127,12 @@ def test_rerun_resumes_without_redoing_finished_stages(models, finished):
     mining.run_mining(config_for(models, **{"report.clusters": 1}), workdir)
     with pytest.raises(ValueError, match="another config.*finetune.num_steps.*new --workdir"):
         mining.run_mining(config_for(models, **{"finetune.num_steps": 5}), workdir)
+    # A run that predates a setting (its config.json lacks the key) resumes under it.
+    record = json.loads((workdir / "config.json").read_text())
+    del record["config"]["baselines"]
+    (workdir / "config.json").write_text(json.dumps(record))
+    mining.run_mining(config_for(models), workdir)
+    assert "baselines" in json.loads((workdir / "config.json").read_text())["config"]
 
 
 def test_baseline_arms_join_a_finished_run(models, finished, tmp_path):

@@ -157,15 +157,20 @@ def test_real_sd_configs_have_published_parameter_counts():
     assert count(clip_from_config(clip)) == 123_060_480
 
 
+def small_unet_loss(remat: str, batch: int, size: int):
+    """(loss of latents under a SMALL_UNET with `remat`, random latents [batch,size,size,4])."""
+    z = jax.random.normal(jax.random.key(1), (batch, size, size, 4))
+    ctx = jax.random.normal(jax.random.key(2), (batch, 3, 8))
+    params = init_params(unet_from_config(SMALL_UNET), jax.random.key(0))
+    unet = unet_from_config(SMALL_UNET, remat=remat)
+    return lambda z: jnp.sum(unet_apply(unet, params, z, jnp.array([7]), ctx) ** 2), z
+
+
 def test_unet_remat_gives_same_gradients():
     """Latent gradients (what guidance differentiates) are unchanged by rematerialisation."""
-    z = jax.random.normal(jax.random.key(1), (1, 4, 4, 4))
-    ctx = jax.random.normal(jax.random.key(2), (1, 3, 8))
-    params = init_params(unet_from_config(SMALL_UNET), jax.random.key(0))
 
     def grad(remat: str):
-        unet = unet_from_config(SMALL_UNET, remat=remat)
-        loss = lambda z: jnp.sum(unet_apply(unet, params, z, jnp.array([7]), ctx) ** 2)
+        loss, z = small_unet_loss(remat, 1, 4)
         # One remat per resnet and transformer: "decoder" has the up blocks' 3 + 3 (UpBlock2D:
         # 2 resnets; CrossAttnUpBlock2D: 2 resnets + 2 transformers); "all" adds the down
         # blocks' 3 and the mid block's 3.
@@ -181,13 +186,9 @@ def test_unet_remat_gives_same_gradients():
 
 def test_remat_policies_trade_flops_for_memory():
     """'dots_saveable' keeps the matmul outputs: fewer recomputed FLOPs than the default."""
-    z = jax.random.normal(jax.random.key(1), (2, 8, 8, 4))
-    ctx = jax.random.normal(jax.random.key(2), (2, 3, 8))
-    params = init_params(unet_from_config(SMALL_UNET), jax.random.key(0))
 
     def compiled(remat: str):
-        unet = unet_from_config(SMALL_UNET, remat=remat)
-        loss = lambda z: jnp.sum(unet_apply(unet, params, z, jnp.array([7]), ctx) ** 2)
+        loss, z = small_unet_loss(remat, 2, 8)
         return jax.jit(jax.grad(loss)).lower(z).compile()
 
     flops = {r: compiled(r).cost_analysis()["flops"] for r in ("none", "all", "all:dots_saveable")}

@@ -319,11 +319,7 @@ def to_hub_layout(folder: pathlib.Path) -> None:
 
 def hub_images(folder: pathlib.Path) -> dict[str, np.ndarray]:
     """diffusers' images for HUB_CASES, started from our sampler's initial latents (seed 0)."""
-    import jax
-    import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from ltg_jax import sampling
 
     pipe = StableDiffusionPipeline.from_pretrained(
         folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False
@@ -333,15 +329,25 @@ def hub_images(folder: pathlib.Path) -> dict[str, np.ndarray]:
     out = {}
     for name, (prompts, size, cfg_scale, steps) in HUB_CASES.items():
         h, w = size or (16, 16)
-        shape = (h // 2, w // 2, 4)
-        z = sampling.initial_latents(jax.random.key(0), np.arange(len(prompts)), shape)
-        latents = torch.from_numpy(np.asarray(z).transpose(0, 3, 1, 2).copy())
-        images = pipe(
-            prompts, height=h, width=w, num_inference_steps=steps, guidance_scale=cfg_scale,
-            latents=latents, output_type="np", eta=0.0,
-        ).images  # fmt: skip
-        out[name] = np.asarray(images, np.float32)
+        out[name] = pipeline_images(pipe, prompts, h, w, cfg_scale, steps)
     return out
+
+
+def pipeline_images(pipe, prompts: list[str], h: int, w: int, cfg_scale: float, steps: int):
+    """A diffusers pipeline's images ([0, 1], NHWC) from our sampler's initial latents (seed 0)."""
+    import jax
+    import torch
+
+    from ltg_jax import sampling
+
+    shape = (h // 2, w // 2, 4)
+    z = sampling.initial_latents(jax.random.key(0), np.arange(len(prompts)), shape)
+    latents = torch.from_numpy(np.asarray(z).transpose(0, 3, 1, 2).copy())
+    images = pipe(
+        prompts, height=h, width=w, num_inference_steps=steps, guidance_scale=cfg_scale,
+        latents=latents, output_type="np", eta=0.0,
+    ).images  # fmt: skip
+    return np.asarray(images, np.float32)
 
 
 def config_defaults() -> dict[str, dict]:
@@ -565,11 +571,8 @@ def build_sdxl_folder(folder: pathlib.Path, seed: int = 4) -> None:
 
 def sdxl_outputs(folder: pathlib.Path) -> dict[str, np.ndarray]:
     """Golden SDXL outputs of the pipeline reloaded from `folder` (NHWC, float32)."""
-    import jax
     import torch
     from diffusers import DDIMScheduler, StableDiffusionXLPipeline
-
-    from ltg_jax import sampling
 
     pipe = StableDiffusionXLPipeline.from_pretrained(folder, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -625,14 +628,7 @@ def sdxl_outputs(folder: pathlib.Path) -> dict[str, np.ndarray]:
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     assert not pipe.scheduler.config.clip_sample and not pipe.scheduler.config.set_alpha_to_one
     for name, (prompts, h, w, cfg_scale, steps) in SDXL_CASES.items():
-        shape = (h // 2, w // 2, 4)
-        z = sampling.initial_latents(jax.random.key(0), np.arange(len(prompts)), shape)
-        latents = torch.from_numpy(np.asarray(z).transpose(0, 3, 1, 2).copy())
-        images = pipe(
-            prompts, height=h, width=w, num_inference_steps=steps, guidance_scale=cfg_scale,
-            latents=latents, output_type="np", eta=0.0,
-        ).images  # fmt: skip
-        out[f"images.{name}"] = np.asarray(images, np.float32)
+        out[f"images.{name}"] = pipeline_images(pipe, prompts, h, w, cfg_scale, steps)
         # original_size + crops_coords_top_left + target_size, the pipeline's defaults
         out[f"time_ids.{name}"] = np.array([h, w, 0, 0, h, w], np.float32)
     return out
