@@ -59,7 +59,7 @@ import ml_collections
 from ltg_jax import assets, cli
 from ltg_jax.data import datasets
 
-VARIANTS = ("default", "select", "test")
+VARIANTS = ("default", "select", "world", "world_select", "test")
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
@@ -133,11 +133,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.split = "test"  # `select` uses validation; the default reports test
     config.eval.batch_size = 500
     config.eval.max_examples = 0  # 0 = the whole split
+    # Shifted copies of the eval split every arm is also evaluated on (ltg_jax/data/shifts.py:
+    # rotate90, shrink, occlude, low_contrast, noise); may be added to a finished run.
+    config.eval.shifts = ()
 
     config.report = ml_collections.ConfigDict()
     config.report.hardest_per_class = 16
     config.report.clusters = 3
     config.report.sheet_columns = 8
+    # Optional: a classifier of the generated images' modes (a bundle or package.module:factory,
+    # e.g. the world benchmark's upright / rotated oracle); the report gives each generated
+    # set's share of `rare_mode` and how well the clusters of the hardest LTG samples isolate it.
+    config.report.mode_oracle = ""
+    config.report.rare_mode = "rotated"
     # Optional: explain the clusters with a VLM behind an OpenAI-compatible endpoint (vLLM,
     # llama.cpp server, Ollama, LM Studio), e.g. endpoint=http://127.0.0.1:8000/v1 and
     # model=llava-hf/llava-1.5-7b-hf. '' = none: the report gives measured descriptors only.
@@ -157,6 +165,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
 
     config.select = ml_collections.ConfigDict()
+    config.select.rank_by = "validation"  # or a shifted validation split, e.g. validation+rotate90
     # Sized to run in ~10 min on 2 cores: signal, weight and grad_through, one at a time.
     config.select.candidates = (
         {"name": "epistemic_w2", "signal": "epistemic", "sampler.guidance.w": 2.0,
@@ -169,12 +178,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
          "sampler.guidance.grad_through": "unet"},
     )  # fmt: skip
 
-    if variant == "select":
+    if variant in ("world", "world_select"):
+        world_benchmark(config)
+    if variant in ("select", "world_select"):
         config.eval.split = "validation"
         config.generation_seeds = (0,)
         config.seeds = (0, 1)
         config.budget.medium = 16
         config.budget.few = 32
+    if variant == "world_select":
+        config.budget.many = config.budget.medium = config.budget.few = 16
+        config.select.candidates = world_candidates()
+        config.select.rank_by = "validation+rotate90"  # the rare-mode group
     elif variant == "test":
         config.seeds = (0, 1, 2)
         config.generation_seeds = (0,)
@@ -199,3 +214,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             {"name": "w2_entropy", "signal": "entropy", "sampler.guidance.w": 2.0},
         )
     return config
+
+
+def world_benchmark(config: ml_collections.ConfigDict) -> None:
+    """The ground-truth benchmark (ltg_jax/data/world.py): its shipped models, the rare-mode
+    test group (test+rotate90) and the mode oracle; the rare mode is in every class, so every
+    class gets synthetic samples."""
+    config.data.config = "world"
+    config.predictor = str(assets.WORLD_PREDICTOR_BUNDLE)
+    config.pipeline = str(assets.WORLD_LDM)
+    config.oracle = assets.WORLD_CLASS_ORACLE
+    config.report.mode_oracle = str(assets.WORLD_MODE_ORACLE)
+    config.report.rare_mode = "rotated"
+    config.eval.shifts = ("rotate90",)
+    config.budget.many = 32
+    config.budget.medium = 32
+    config.budget.few = 32
+    config.generation_seeds = (0, 1, 2)
+    config.guidance_choice = WORLD_GUIDANCE_CHOICE
+
+
+WORLD_GUIDANCE_CHOICE = "(set after the world_select sweep)"
+
+
+def world_candidates() -> tuple[dict, ...]:
+    """The world_select sweep: each signal at the default weight, through z0 (cheap)."""
+    return tuple(
+        {"name": f"{signal}_w2", "signal": signal, "sampler.guidance.w": 2.0,
+         "sampler.guidance.grad_through": "z0"}
+        for signal in ("entropy", "energy", "epistemic")
+    )  # fmt: skip

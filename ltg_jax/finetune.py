@@ -212,14 +212,20 @@ def finetune_and_evaluate(
     """One (arm, seed): fine-tune, evaluate each split, write eval.json; a finished one is read.
 
     `eval_arrays` maps split name -> {'image', 'label'}. Returns {split: report, 'train': info}.
+    A finished run asked for splits it was not evaluated on (e.g. shifted test sets added
+    later) restores its last checkpoint and evaluates only those.
     """
     workdir = Path(workdir)
+    result: dict[str, Any] = {}
     if (workdir / EVAL_FILE).is_file():
-        return io.read_json(workdir / EVAL_FILE)  # finished before: nothing to redo
+        result = io.read_json(workdir / EVAL_FILE)
+        if all(split in result for split in eval_arrays):
+            return result  # finished before: nothing to redo
     params, info = finetune(bundle, real, synthetic, train_config, seed, workdir, desc=desc)
-    result: dict[str, Any] = {"train": {**info, "num_synthetic": len(synthetic["label"])}}
+    result.setdefault("train", {**info, "num_synthetic": len(synthetic["label"])})
     for split, arrays in eval_arrays.items():
-        result[split] = evaluate(bundle, params, arrays, eval_batch_size, data)
+        if split not in result:
+            result[split] = evaluate(bundle, params, arrays, eval_batch_size, data)
     if parallel.is_process_zero():
         io.atomic_write_json(workdir / EVAL_FILE, result)
     parallel.sync("finetune_evaluated")  # every process sees eval.json from here on

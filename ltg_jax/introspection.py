@@ -173,3 +173,40 @@ def explain_with_vlm(
         c["vlm"] = vlm.explain_cluster(config, c["class_name"], hard, list(ref[:per_reference]))
         answers.setdefault(c["class_name"], []).append(c["vlm"])
     return {name: vlm.summarize_blind_spots(config, name, texts) for name, texts in answers.items()}
+
+
+def mode_isolation(clusters: Sequence[Mapping[str, Any]], is_rare: np.ndarray) -> dict[str, Any]:
+    """How well the clusters of each class's hardest samples isolate a planted mode.
+
+    `clusters` as `cluster_hardest` returns them (rows index `is_rare`, bool [N]). Per class,
+    as slice-discovery benchmarks score planted slices: the cluster richest in the mode, its
+    precision (the mode's share in it) and recall (its share of the class's hardest samples
+    in the mode), next to the base rate (the mode's share of the class's hardest samples).
+    """
+    per_class = []
+    for k in sorted({int(c["class_id"]) for c in clusters}):
+        own = [c for c in clusters if int(c["class_id"]) == k]
+        hardest = np.concatenate([np.asarray(c["rows"], np.int64) for c in own])
+        total = int(is_rare[hardest].sum())
+        best = max(own, key=lambda c: (float(np.mean(is_rare[np.asarray(c["rows"])])), -c["size"]))
+        hits = int(is_rare[np.asarray(best["rows"], np.int64)].sum())
+        per_class.append(
+            {
+                "class_id": k,
+                "class_name": str(best["class_name"]),
+                "cluster": int(best["cluster"]),
+                "size": int(best["size"]),
+                "precision": hits / int(best["size"]),
+                "recall": hits / total if total else None,
+                "base_rate": total / hardest.size,
+            }
+        )
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in per_class if r[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "per_class": per_class,
+        **{f"mean_{key}": mean(key) for key in ("precision", "recall", "base_rate")},
+    }

@@ -389,14 +389,14 @@ def make_ldm_step(unet, embedder, tx, config, alphas_cumprod):
 
 
 def cached_latents(
-    workdir: Path, vae, vae_params, vae_config: dict, data_config
+    workdir: Path, vae, vae_params, vae_config: dict, data_config, split: str = "train"
 ) -> dict[str, np.ndarray]:
-    """Scaled posterior means of the training images, computed once and kept in the workdir."""
+    """Scaled posterior means of a split's images, computed once and kept in the workdir."""
     path = workdir / LATENTS_FILE
     if path.is_file():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    train = datasets.load_split(data_config, "train")
+    train = datasets.load_split(data_config, split)
     latents = encode_mean(vae, vae_params, train) * float(vae_config["scaling_factor"])
     arrays = {"latent": latents.astype(np.float32), "label": train["label"].astype(np.int32)}
     if parallel.is_process_zero():
@@ -430,6 +430,29 @@ def export_pipeline(pipe: weights.Pipeline, folder: Path) -> Path:
     return io.replace_dir(staging, folder)
 
 
+def pretrained_start(folder: str | os.PathLike, unet, embedder) -> tuple[tuple, PyTree]:
+    """((vae, vae_params, vae_config), {'unet', 'class_embedder'} params) of a trained
+    class-conditional folder, to fine-tune it: `config.model` must describe its UNet."""
+    pipe = weights.load_pipeline(folder)
+    if pipe.class_embedder is None:
+        raise ValueError(
+            f"--config.init_pipeline={folder}: not a class-conditional folder (no "
+            "class_embedder/); give one exported by train.ldm (ltg_jax/assets/fashion_mnist_ldm)"
+        )
+    params = {"unet": pipe.unet_params, "class_embedder": pipe.class_embedder_params}
+    wanted = {
+        "unet": models.abstract_params(unet),
+        "class_embedder": models.abstract_params(embedder),
+    }
+    shapes = jax.tree.map(lambda a: tuple(a.shape), params)
+    if shapes != jax.tree.map(lambda a: tuple(a.shape), wanted):
+        raise ValueError(
+            f"--config.init_pipeline={folder}: its UNet / class embedder differ from config.model; "
+            f"set config.model to match {Path(folder) / 'unet' / 'config.json'}"
+        )
+    return (pipe.vae, pipe.vae_params, pipe.vae_config), params
+
+
 def class_grid_labels(num_classes: int, per_class: int) -> np.ndarray:
     """[num_classes * per_class] labels, one row of the grid per class."""
     return np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
@@ -439,17 +462,20 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     """Trains the class-conditional UNet on cached VAE latents; exports the pipeline folder."""
     workdir = Path(workdir)
     checks.check_config_finite(config)
-    vae, vae_params, vae_config = load_vae(config.vae_workdir)
     unet, embedder = ldm_modules(config.model)  # a bad model config fails before the claim
-    rng = jax.random.key(config.seed)
-    params = checks.built(
-        lambda: {
-            "unet": models.init_params(unet, rng),
-            "class_embedder": models.init_params(embedder, jax.random.fold_in(rng, 1)),
-        }
-    )
+    if config.init_pipeline:
+        vae_parts, params = pretrained_start(config.init_pipeline, unet, embedder)
+    else:
+        vae_parts = load_vae(config.vae_workdir)
+        rng = jax.random.key(config.seed)
+        params = checks.built(
+            lambda: {
+                "unet": models.init_params(unet, rng),
+                "class_embedder": models.init_params(embedder, jax.random.fold_in(rng, 1)),
+            }
+        )
     with workdirs.claim(workdir):
-        return _train_ldm(config, workdir, (vae, vae_params, vae_config), unet, embedder, params)
+        return _train_ldm(config, workdir, vae_parts, unet, embedder, params)
 
 
 def _train_ldm(config, workdir: Path, vae_parts, unet, embedder, params) -> dict[str, Any]:
@@ -461,7 +487,9 @@ def _train_ldm(config, workdir: Path, vae_parts, unet, embedder, params) -> dict
     init = parallel.replicate(init, parallel.data_mesh())
     manager = checkpointing.create_manager(workdir, save_every=config.checkpoint_every)
     state, start = checkpointing.restore_or_init(manager, init)
-    arrays = cached_latents(workdir, vae, vae_params, vae_config, config.data)
+    arrays = cached_latents(
+        workdir, vae, vae_params, vae_config, config.data, str(config.data_split)
+    )
     dataset = pipeline.make_array_dataset(
         arrays, batch_size=config.train.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),

@@ -56,7 +56,7 @@ from ltg_jax import (
     weights,
     workdirs,
 )
-from ltg_jax.data import datasets, synthetic
+from ltg_jax.data import datasets, shifts, synthetic
 
 ARMS = ("real", "unguided", "ltg")  # where an arm's images come from
 SYNTHETIC_ARMS = ("unguided", "ltg")
@@ -75,7 +75,9 @@ REVIEW_DIR = "review"
 # review reruns the fine-tuning of the arms whose kept samples changed) and the list of arms
 # and generation seeds (an added arm or seed is generated and fine-tuned; the finished ones are
 # reused).
-RESUME_FREE_PREFIXES = ("report.", "guidance_choice", "review.", "arms", "generation_seeds")
+RESUME_FREE_PREFIXES = (
+    "report.", "guidance_choice", "review.", "arms", "generation_seeds", "eval.shifts",
+)  # fmt: skip
 
 
 # ================================================================ checks before compute
@@ -90,6 +92,7 @@ class Inputs:
     class_names: tuple[str, ...]
     hashes: dict[str, str]
     data: datasets.DatasetInfo
+    mode_oracle: predictor.PredictorBundle | None = None  # classifies generated images' modes
 
 
 def check_runs_on_data(
@@ -175,6 +178,19 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
     for arm in SYNTHETIC_ARMS:
         check_manifest(config, arm, data)
     vlm_config(config)  # a bad endpoint fails now, not after the run
+    eval_shifts(config)
+    mode_oracle = None
+    if str(config.report.mode_oracle):
+        mode_oracle = ltg_sampling.load_bundle(config.report.mode_oracle, "report.mode_oracle")
+        check_runs_on_data(
+            mode_oracle, "report.mode_oracle", str(config.report.mode_oracle), data.image_shape
+        )
+        rare = str(config.report.rare_mode)
+        if rare not in mode_oracle.class_names:
+            raise ValueError(
+                f"--config.report.rare_mode={rare!r} is not a class of the mode oracle "
+                f"{list(mode_oracle.class_names)}"
+            )
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
@@ -189,7 +205,12 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
             f"--config.synthetic.{given[0]} is a given dataset, generated once: use one "
             "generation seed (--config.generation_seeds=0)"
         )
-    return Inputs(bundle, oracle, names, hashes, data)
+    return Inputs(bundle, oracle, names, hashes, data, mode_oracle)
+
+
+def eval_shifts(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """config.eval.shifts as checked names ('--config.eval.shifts=rotate90,noise')."""
+    return shifts.check_shifts(ltg_sampling.config_names(config.eval.shifts))
 
 
 def arm_files(config: ml_collections.ConfigDict, arm: str, data: datasets.DatasetInfo) -> list:
@@ -411,6 +432,7 @@ class ArmData:
     rows: list[dict[str, Any]]
     keep: np.ndarray  # [N] bool: used for fine-tuning
     summary: dict[str, Any]
+    modes: np.ndarray | None = None  # [N] the mode oracle's class, when there is one
 
     def training_arrays(self) -> dict[str, np.ndarray]:
         """{'image', 'label'} of the kept samples."""
@@ -446,6 +468,10 @@ def review(
         passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
         by_oracle = int((keep & ~passed).sum())
         keep &= passed
+    modes = None
+    if inputs.mode_oracle is not None:
+        mode_probs = oracle_probs(inputs.mode_oracle, loaded.images, int(config.eval.batch_size))
+        modes = mode_probs.argmax(-1)
     decisions = synthetic.manifest_decisions(manifest, loaded.rows) if manifest else {}
     rows = [
         row | oracle_verdict(p, label, inputs.class_names) | decisions.get(row["file_name"], {})
@@ -467,7 +493,33 @@ def review(
         },
         "mean_signals": mean_signals,
     }
-    return ArmData(loaded.images, loaded.labels, rows, keep, summary)
+    if modes is not None:
+        summary["modes"] = mode_shares(
+            modes, loaded.labels, keep, inputs.mode_oracle.class_names, inputs.class_names
+        )
+    return ArmData(loaded.images, loaded.labels, rows, keep, summary, modes)
+
+
+def mode_shares(
+    modes: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    mode_names: Sequence[str],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Share of each mode among the generated and the kept samples, and per class."""
+
+    def shares(picked: np.ndarray) -> dict[str, float | None]:
+        m = modes[picked]
+        return {n: float(np.mean(m == j)) if m.size else None for j, n in enumerate(mode_names)}
+
+    return {
+        "generated": shares(np.ones(len(modes), bool)),
+        "kept": shares(keep),
+        "per_class": {
+            name: shares(labels == k) for k, name in enumerate(class_names) if np.any(labels == k)
+        },
+    }
 
 
 def oracle_verdict(probs: np.ndarray, label: int, class_names: Sequence[str]) -> dict[str, Any]:
@@ -609,6 +661,7 @@ def _mine(
     real = load_real(config, "train")
     eval_split = str(config.eval.split)
     eval_arrays = {eval_split: load_real(config, eval_split)}
+    eval_arrays |= shifts.shifted_splits(eval_split, eval_arrays[eval_split], eval_shifts(config))
     stages.record("load_data", time.time() - tic)
     results = {}  # arm -> generation (None for real data only) -> the seeds' results
     for arm in arm_list(config):
@@ -625,10 +678,13 @@ def _mine(
             for g in generations
         }  # fmt: skip
     tic = time.time()
-    base = finetune.evaluate(
-        inputs.bundle, inputs.bundle.params["predictor"], eval_arrays[eval_split],
-        int(config.eval.batch_size), inputs.data,
-    )  # fmt: skip
+    base = {
+        name: finetune.evaluate(
+            inputs.bundle, inputs.bundle.params["predictor"], arrays,
+            int(config.eval.batch_size), inputs.data,
+        )
+        for name, arrays in eval_arrays.items()
+    }  # fmt: skip
     stages.record("evaluate_shipped", time.time() - tic)
 
     # ---- 4. report: process 0 writes it, the others read what it wrote
@@ -744,8 +800,10 @@ def write_report(
         if config.review.oracle_filter
         else "oracle filter off"
     )
+    shifted = shifted_results(results, split, eval_shifts(config), base)
+    modes = mode_summary(config, inputs, summaries, reviewed, clusters)
     return {
-        "kpis": kpis(arms, summaries, stages.times),
+        "kpis": kpis(arms, summaries, stages.times) | mode_kpis(shifted, modes, summaries),
         "review_pages": pages,
         "variant": str(config.variant),
         "split": split,
@@ -753,7 +811,9 @@ def write_report(
         "generation_seeds": generation_list(config),
         "arms": arms,
         "arm_order": arm_list(config),
-        "base": {g: base[g] for g in report.GROUP_KEYS},
+        "base": {g: base[split][g] for g in report.GROUP_KEYS},
+        "shifted": shifted,
+        "modes": modes,
         "synthetic": summaries,
         "filtering_note": f"{rule}; " + "; ".join(filtering) + ".",
         "verdict": verdict(arms),
@@ -770,6 +830,53 @@ def write_report(
         "stage_wall_time_s": dict(stages.times),
         **inputs.hashes,
     }
+
+
+def shifted_results(
+    results: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]],
+    split: str,
+    shift_names: Sequence[str],
+    base: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Per shift: each arm's accuracy on the shifted split (as `arms`) and the shipped one's."""
+    out = {}
+    for shift in shift_names:
+        name = shifts.shifted_name(split, shift)
+        out[shift] = {
+            "split": name,
+            "arms": {
+                arm: report.aggregate_generations(
+                    {g: [r[name] for r in rs] for g, rs in by_generation.items()}
+                )
+                for arm, by_generation in results.items()
+            },
+            "base": {g: base[name][g] for g in report.GROUP_KEYS},
+        }
+    return out
+
+
+def mode_summary(
+    config: ml_collections.ConfigDict,
+    inputs: Inputs,
+    summaries: Mapping[str, Mapping[str, Any]],
+    reviewed: Mapping[str, ArmData],
+    clusters: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The rare mode's share per generated set (mode oracle) and how well the clusters of the
+    hardest LTG samples isolate it; {} without a mode oracle."""
+    if inputs.mode_oracle is None:
+        return {}
+    rare = str(config.report.rare_mode)
+    rates = {
+        name: {part: s["modes"][part][rare] for part in ("generated", "kept")}
+        for name, s in summaries.items()
+    }
+    out: dict[str, Any] = {"rare_mode": rare, "rare_rate": rates}
+    ltg = reviewed.get("ltg")
+    if ltg is not None and ltg.modes is not None and clusters:
+        rare_id = inputs.mode_oracle.class_names.index(rare)
+        out["isolation"] = introspection.mode_isolation(clusters, ltg.modes == rare_id)
+    return out
 
 
 def vlm_config(config: ml_collections.ConfigDict) -> vlm.VLMConfig | None:
@@ -887,6 +994,43 @@ def kpis(
     return out
 
 
+def mode_kpis(
+    shifted: Mapping[str, Any],
+    modes: Mapping[str, Any],
+    summaries: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """LTG vs unguided on each shifted test set, and the rare mode's rate in their data."""
+    out: dict[str, Any] = {}
+    gains = {}
+    for shift, s in shifted.items():
+        arms = s["arms"]
+        if {"ltg", "unguided"} <= set(arms):
+            a, b = arms["ltg"]["overall"], arms["unguided"]["overall"]
+            gains[shift] = {"gain": a["mean"] - b["mean"], "std": a["std"] + b["std"]}
+    if gains:
+        out["shift_gain_vs_unguided"] = gains
+
+    def mean_over(arm: str, value) -> float | None:
+        values = [value(name) for name in summaries if name.split("_gen")[0] == arm]
+        return float(np.mean(values)) if values else None
+
+    if modes:
+        rate = {
+            arm: mean_over(arm, lambda n: modes["rare_rate"][n]["generated"])
+            for arm in SYNTHETIC_ARMS
+        }
+        if None not in rate.values():
+            out["rare_mode_rate"] = {
+                "mode": modes["rare_mode"],
+                **rate,
+                "ratio": rate["ltg"] / rate["unguided"] if rate["unguided"] else float("inf"),
+                "ltg_label_fidelity": mean_over(
+                    "ltg", lambda n: summaries[n]["label_fidelity"]["overall"]
+                ),
+            }
+    return out
+
+
 def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:
     """The closing lines: where the report is, and the 3 arms x groups table."""
     order = out.get("arm_order") or ARMS  # JSON sorts keys: the config's order
@@ -943,6 +1087,10 @@ def _select(
     stages = Stages(workdir)
     real = load_real(config, "train")
     val = {"validation": load_real(config, "validation")}
+    val |= shifts.shifted_splits("validation", val["validation"], eval_shifts(config))
+    rank_by = str(config.select.rank_by)
+    if rank_by not in val:
+        raise ValueError(f"--config.select.rank_by={rank_by!r}: use one of {list(val)}")
     rows: dict[str, dict[str, Any]] = {}
     candidates = [dict(c) for c in config.select.candidates]
     runs = [("real", None), ("unguided", None)] + [(str(c["name"]), c) for c in candidates]
@@ -960,19 +1108,20 @@ def _select(
         res = finetune_arm(
             cfg, sub, "run", inputs, real, syn_arrays, val, stages, cfg.finetune.to_dict()
         )
-        agg = report.aggregate_arm([r["validation"] for r in res])
+        aggs = {split: report.aggregate_arm([r[split] for r in res]) for split in val}
         rows[name] = {
             "overrides": {k_: v for k_, v in (cand or {}).items() if k_ != "name"},
-            "validation": {g: agg[g] for g in report.GROUP_KEYS},
+            **{split: {g: agg[g] for g in report.GROUP_KEYS} for split, agg in aggs.items()},
             "label_fidelity": summary.get("label_fidelity", {}).get("overall"),
             "kept": summary.get("kept"),
+            "modes": summary.get("modes", {}).get("kept"),
         }
     picks = [n for n in rows if n not in ("real", "unguided")]
-    best = max(picks, key=lambda n: selection_key(rows[n]["validation"])) if picks else None
+    best = max(picks, key=lambda n: selection_key(rows[n][rank_by])) if picks else None
     out = {
         "candidates": rows,
         "best": best,
-        "criterion": "validation few-shot accuracy (mean over seeds), then overall",
+        "criterion": f"{rank_by} few-shot accuracy (mean over seeds), then overall",
         "seeds": [int(s) for s in config.seeds],
         "stage_wall_time_s": dict(stages.times),
         "wall_time_s": round(time.time() - start, 3),
@@ -982,13 +1131,13 @@ def _select(
         [
             {
                 "candidate": n,
-                **{g: r["validation"][g]["mean"] for g in report.GROUP_KEYS},
+                **{g: r[rank_by][g]["mean"] for g in report.GROUP_KEYS},
                 "fidelity": r["label_fidelity"]
                 if r["label_fidelity"] is not None
                 else float("nan"),
             }
             for n, r in rows.items()
         ],  # fmt: skip
-        title=f"validation accuracy per guidance candidate (best: {best})",
+        title=f"{rank_by} accuracy per guidance candidate (best: {best})",
     )
     return out

@@ -32,7 +32,7 @@ from ltg_jax import (
     signals,
     workdirs,
 )
-from ltg_jax.data import datasets, fashion_mnist, fashion_mnist_lt, pipeline
+from ltg_jax.data import datasets, fashion_mnist_lt, pipeline
 
 Array = jax.Array
 PyTree = Any
@@ -256,7 +256,8 @@ def _train_predictor(config, workdir, dataset, model, tx, params, stop_after_ste
         "resumed_from_step": start_step,
     }
     info = datasets.describe(config.data)
-    eval_splits = [s for s in info.splits if s != "train"]  # 'full' has no validation split
+    # 'full' has no validation split; 'world' has the generative model's as well.
+    eval_splits = [s for s in ("validation", "test") if s in info.splits]
     for split in eval_splits:
         arrays = datasets.load_split(config.data, split, config.eval.max_examples)
         logits = predict(apply_fn, params, arrays["image"], config.eval.batch_size)["logits"]
@@ -293,7 +294,7 @@ def _bundle_metadata(
         "predictor_workdir": str(workdir),
         "data": run_record.plain(config.data),
         "steps": int(config.train.num_steps),
-        "classes": list(fashion_mnist.CLASS_NAMES),
+        "classes": list(datasets.describe(config.data).class_names),
         "input": {"shape": list(IMAGE_SHAPE), "range": [-1.0, 1.0], "layout": "NHWC"},
     }
     for split in ("validation", "test"):

@@ -205,12 +205,83 @@ def kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
             if kpis.get("few_shot_gain_vs_best_baseline")
             else []
         ),
+        *mode_kpi_lines(kpis),
         f"- Worst class per arm (accuracy): {worst}",
         f"- Images: {kpis['generated']} generated, {kpis['reviewed']} reviewed by a person, "
         f"{kpis['used_for_training']} used for fine-tuning",
         f"- Cost: {kpis['wall_time_s']:.0f} s of stage wall time"
         + (f"; generation {rate:.2f} images/s" if rate else ""),
     ]
+
+
+def mode_kpi_lines(kpis: Mapping[str, Any]) -> list[str]:
+    """The shifted-set gains and the rare mode's rate (when the run had them)."""
+    lines = []
+    for shift, g in (kpis.get("shift_gain_vs_unguided") or {}).items():
+        word = "beyond" if abs(g["gain"]) > 2 * g["std"] else "within"
+        lines.append(
+            f"- Accuracy on test+{shift}, LTG vs unguided data: **{100 * g['gain']:+.1f} "
+            f"points** (± {100 * g['std']:.1f}, sum of stds; {word} twice the spread)"
+        )
+    rate = kpis.get("rare_mode_rate")
+    if rate:
+        lines.append(
+            f"- Rare mode ({rate['mode']}) among generated images: LTG {rate['ltg']:.3f}, "
+            f"unguided {rate['unguided']:.3f} (**{rate['ratio']:.2f}x**); label fidelity LTG "
+            f"{rate['ltg_label_fidelity']:.3f}"
+        )
+    return lines
+
+
+def shifted_lines(report: Mapping[str, Any]) -> list[str]:
+    """Overall accuracy per arm on the clean and each shifted copy of the eval split."""
+    shifted = report.get("shifted") or {}
+    if not shifted:
+        return []
+    names = list(shifted)
+    lines = ["", "## Shifted test sets (overall accuracy, mean ± std)", "",
+             "Each shift is a fixed corruption of the eval split (ltg_jax/data/shifts.py).", "",
+             "| arm | clean | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]  # fmt: skip
+    for arm, a in report["arms"].items():
+        cells = [_fmt(shifted[n]["arms"][arm]["overall"]) for n in names]
+        lines.append(f"| {arm} | {_fmt(a['overall'])} | " + " | ".join(cells) + " |")
+    base = [f"{shifted[n]['base']['overall']:.4f}" for n in names]
+    lines.append(
+        f"| (shipped predictor) | {report['base']['overall']:.4f} | " + " | ".join(base) + " |"
+    )
+    return lines
+
+
+def mode_lines(report: Mapping[str, Any]) -> list[str]:
+    """The rare mode's share per generated set and the clusters' isolation of it."""
+    modes = report.get("modes") or {}
+    if not modes:
+        return []
+    rare = modes["rare_mode"]
+    lines = ["", f"## The rare mode ({rare}) in the generated data (mode oracle)", "",
+             "| generated set | share generated | share kept | label fidelity |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, r in modes["rare_rate"].items():
+        fid = report["synthetic"][name]["label_fidelity"]["overall"]
+        kept = "n/a" if r["kept"] is None else f"{r['kept']:.3f}"
+        lines.append(f"| {name} | {r['generated']:.3f} | {kept} | {fid:.3f} |")
+    iso = modes.get("isolation")
+    if iso:
+        lines += ["", "Introspection against the planted mode: per class, the cluster of the "
+                  "hardest LTG samples richest in it (precision: its share there; recall: the "
+                  "cluster's part of the class's hardest samples in that mode; base rate: its "
+                  "share of the class's hardest samples).", "",
+                  "| class | cluster | size | precision | recall | base rate |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in iso["per_class"]:
+            recall = "n/a" if r["recall"] is None else f"{r['recall']:.2f}"
+            lines.append(f"| {r['class_name']} | {r['cluster']} | {r['size']} | "
+                         f"{r['precision']:.2f} | {recall} | {r['base_rate']:.2f} |")  # fmt: skip
+        means = {k: iso[f"mean_{k}"] for k in ("precision", "recall", "base_rate")}
+        lines.append("| **mean** | | | " + " | ".join(
+            "n/a" if v is None else f"{v:.2f}" for v in means.values()) + " |")  # fmt: skip
+    return lines
 
 
 def generation_lines(arms: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -260,6 +331,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         )
     lines += generation_lines(arms)
     lines += ["", "![groups](accuracy_groups.png)", "", "![per class](accuracy_per_class.png)"]
+    lines += shifted_lines(report)
     lines += ["", "### Verdict (few-shot)", "", report.get("verdict", ""), ""]
     lines += ["## Synthetic data", "", "| arm | generated | used for training | label fidelity |"]
     lines += ["|---|---|---|---|"]
@@ -271,6 +343,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     for arm, s in report["synthetic"].items():
         sig = ", ".join(f"{k} {v:.4f}" for k, v in sorted(s["mean_signals"].items()))
         lines.append(f"- mean signals of `{arm}` (shipped predictor): {sig}")
+    lines += mode_lines(report)
     lines += ["", "![fidelity](label_fidelity.png)", ""]
     if report.get("review_pages"):
         lines += ["## Review", ""]

@@ -98,3 +98,29 @@ def test_ema_update_moves_toward_params():
     out = ldm_training.ema_update(ema, {"w": np.ones(3)}, decay=0.9)
     np.testing.assert_allclose(out["w"], 0.1)
     assert models.AutoencoderKL  # the trainer's modules come from our own SD stack
+
+
+def test_ldm_fine_tunes_a_trained_folder_on_another_split(trained, tmp_path):
+    """init_pipeline: the UNet starts from the folder's weights, its VAE is reused frozen, and
+    the latents come from config.data_split (the world benchmark's recipe)."""
+    root = trained[0]
+    folder = root / "ldm" / ldm_training.PIPELINE_DIR
+    config = load_config("ldm", "test")
+    config.init_pipeline = str(folder)
+    config.vae_workdir = str(tmp_path / "no_vae_needed")
+    config.data_split = "validation"
+    config.train.num_steps = 2
+    ldm_training.train_ldm(config, tmp_path / "tuned")
+    start, tuned = weights.load_pipeline(folder), weights.load_pipeline(tmp_path / "tuned/pipeline")
+    jax.tree.map(np.testing.assert_array_equal, tuned.vae_params, start.vae_params)
+    assert tuned.vae_config["scaling_factor"] == start.vae_config["scaling_factor"]
+    # EMA (decay 0.999) of 2 steps from the folder's weights: near them, not equal.
+    diffs = jax.tree.leaves(
+        jax.tree.map(lambda a, b: float(np.abs(a - b).max()), tuned.unet_params, start.unet_params)
+    )
+    assert 0 < max(diffs) < 0.01
+    latents = np.load(tmp_path / "tuned" / ldm_training.LATENTS_FILE)
+    assert latents["latent"].shape[0] == 1000  # the validation split, not train
+    config.model.block_out_channels = (32, 32)
+    with pytest.raises(ValueError, match="differ from config.model"):
+        ldm_training.train_ldm(config, tmp_path / "other")

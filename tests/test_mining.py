@@ -413,3 +413,65 @@ def test_entrypoint_defaults_to_the_mine_config():
         config = mine_config(variant)
         assert config.eval.split == ("validation" if variant == "select" else "test")
         assert len(config.seeds) >= 2
+
+
+def test_shifted_test_sets_and_a_mode_oracle_join_a_finished_run(models, finished, tmp_path):
+    """Shifts added to a finished run: every fine-tuned run is evaluated on them from its
+    checkpoint (no training); a mode oracle adds the rare mode's share per generated set."""
+    import shutil
+
+    workdir = tmp_path / "mine"
+    shutil.copytree(finished[0], workdir)
+    modes = tiny_bundle(tmp_path / "modes.msgpack", heads=False, num_classes=2)
+    b = predictor.load_predictor_bundle(modes)
+    meta = {**b.metadata, "classes": ["upright", "rotated"]}
+    predictor.save_predictor_bundle(modes, b.predictor, b.params, None, meta)
+    config = config_for(models, **{"eval.shifts": ("rotate90", "noise"),
+                                   "report.mode_oracle": str(modes)})  # fmt: skip
+    out = mining.run_mining(config, workdir)
+    assert not [s for s in out["stages_run_this_time"] if s.startswith("generate")]
+    for arm in ("real", "unguided", "ltg"):  # the clean results are the finished ones
+        assert out["arms"][arm]["overall"] == finished[1]["arms"][arm]["overall"]
+    evals = io.read_json(workdir / "finetune/ltg/seed_0" / finetune.EVAL_FILE)
+    assert {"test", "test+rotate90", "test+noise", "train"} <= set(evals)
+    assert evals["train"]["steps_this_run"] > 0  # the original training record is kept
+    shifted = out["shifted"]["rotate90"]
+    assert shifted["split"] == "test+rotate90" and set(shifted["arms"]) == set(out["arms"])
+    per_seed = [r["overall"] for r in shifted["arms"]["ltg"]["per_seed"]]
+    assert shifted["arms"]["ltg"]["overall"]["mean"] == pytest.approx(np.mean(per_seed))
+    gain = out["kpis"]["shift_gain_vs_unguided"]["noise"]
+    assert gain["gain"] == pytest.approx(
+        out["shifted"]["noise"]["arms"]["ltg"]["overall"]["mean"]
+        - out["shifted"]["noise"]["arms"]["unguided"]["overall"]["mean"]
+    )
+    for name, s in out["synthetic"].items():
+        shares = s["modes"]["generated"]
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert out["modes"]["rare_rate"][name]["generated"] == shares["rotated"]
+    rate = out["kpis"]["rare_mode_rate"]
+    assert rate["mode"] == "rotated" and 0 <= rate["ltg"] <= 1
+    assert "isolation" in out["modes"]
+    text = (workdir / "report.md").read_text()
+    assert "## Shifted test sets" in text and "| ltg |" in text and "test+rotate90, LTG" in text
+    assert "The rare mode (rotated)" in text
+    with pytest.raises(ValueError, match="unknown shift"):
+        mining.run_mining(config_for(models, **{"eval.shifts": ("blur",)}), workdir)
+    with pytest.raises(ValueError, match="rare_mode='sideways'"):
+        mining.run_mining(
+            config_for(models, **{"report.mode_oracle": str(modes),
+                                  "report.rare_mode": "sideways"}), workdir,
+        )  # fmt: skip
+
+
+def test_mode_isolation_scores_the_cluster_richest_in_the_mode():
+    clusters = [
+        {"class_id": 0, "class_name": "a", "cluster": 0, "size": 3, "rows": [0, 1, 2]},
+        {"class_id": 0, "class_name": "a", "cluster": 1, "size": 2, "rows": [3, 4]},
+        {"class_id": 1, "class_name": "b", "cluster": 0, "size": 2, "rows": [5, 6]},
+    ]
+    is_rare = np.array([1, 0, 0, 1, 1, 0, 0], bool)
+    iso = introspection.mode_isolation(clusters, is_rare)
+    a, b = iso["per_class"]
+    assert (a["cluster"], a["precision"], a["recall"], a["base_rate"]) == (1, 1.0, 2 / 3, 0.6)
+    assert b["recall"] is None and b["base_rate"] == 0.0
+    assert iso["mean_precision"] == pytest.approx(0.5) and iso["mean_recall"] == 2 / 3

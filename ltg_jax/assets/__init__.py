@@ -6,6 +6,10 @@ predictor_bundle.msgpack    the Fashion-MNIST-LT predictor + epistemic heads
 oracle_bundle.msgpack       the oracle classifier (full balanced Fashion-MNIST)
 fashion_mnist_tiny_decoder/ AutoencoderTiny distilled from the LDM's VAE by
                             train/tiny_decoder.py: the cheap guidance decoder
+world/                      the ground-truth benchmark's models (ltg_jax/data/world.py):
+  ldm/                      the LDM fine-tuned on the world (10% of each class on its side)
+  predictor_bundle.msgpack  predictor + epistemic heads trained where that mode is 0.5%
+  mode_oracle.msgpack       upright vs lying on its side
 """
 
 from pathlib import Path
@@ -15,6 +19,12 @@ EMBEDDED_LDM = ASSETS / "fashion_mnist_ldm"
 PREDICTOR_BUNDLE = ASSETS / "predictor_bundle.msgpack"
 ORACLE_BUNDLE = ASSETS / "oracle_bundle.msgpack"
 TINY_DECODER = ASSETS / "fashion_mnist_tiny_decoder"
+WORLD = ASSETS / "world"
+WORLD_LDM = WORLD / "ldm"
+WORLD_PREDICTOR_BUNDLE = WORLD / "predictor_bundle.msgpack"
+WORLD_MODE_ORACLE = WORLD / "mode_oracle.msgpack"
+# The world's class oracle: the shipped oracle behind the mode oracle (ltg_jax.world_oracle).
+WORLD_CLASS_ORACLE = "ltg_jax.world_oracle:class_oracle"
 # The sampling defaults the shipped LDM's quality figures were measured at.
 DEFAULT_NUM_STEPS = 25
 DEFAULT_CFG_SCALE = 3.0

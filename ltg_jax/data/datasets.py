@@ -4,7 +4,8 @@ A `data` config block names the source and its options; `describe` gives the des
 (class names, image shape, splits, train counts -> many/medium/few groups) and `load_split` a
 whole split as arrays {'image' f32 [N,H,W,C] in [-1,1], 'label' int32 [N]}. Sources:
 
-  fashion_mnist_lt   the embedded default (config 'lt' | 'full'; data_dir, source_dir)
+  fashion_mnist_lt   the embedded default (config 'lt' | 'full'; data_dir, source_dir) and
+                     the ground-truth benchmark (config 'world' | 'world_modes')
   imagefolder        root/<split>/<class>/*.png|jpg (torchvision / HF imagefolder layout);
                      class ids follow the sorted class folder names of root/train
   tfds               any tensorflow-datasets builder by name (e.g. oxford_flowers102,
@@ -71,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "source": "fashion_mnist_lt",  # fashion_mnist_lt | imagefolder | tfds
-            "config": "lt",  # fashion_mnist_lt: lt | full
+            "config": "lt",  # fashion_mnist_lt: lt | full | world | world_modes
             "data_dir": "",  # fashion_mnist_lt / tfds: where the prepared builder lives
             "source_dir": "",  # fashion_mnist_lt: the original idx files ('full')
             "root": "",  # imagefolder: root/<split>/<class>/*.png
@@ -102,14 +103,21 @@ def describe(data: Mapping[str, Any]) -> DatasetInfo:
         "few_threshold": int(few if given_few is None else given_few),
     }
     if source == "fashion_mnist_lt":
-        from ltg_jax.data import fashion_mnist, pipeline
+        from ltg_jax.data import fashion_mnist, fashion_mnist_lt, pipeline
 
-        splits = ("train", "validation", "test") if data["config"] == "lt" else ("train", "test")
+        config = str(data["config"])
         size = _image_size(data) or (pipeline.IMAGE_SIZE, pipeline.IMAGE_SIZE)
-        counts = fashion_mnist.TRAIN_COUNTS if data["config"] == "lt" else (6000,) * 10
+        counts = {
+            "lt": fashion_mnist.TRAIN_COUNTS,
+            "world": fashion_mnist.TRAIN_COUNTS,
+            "world_modes": (
+                sum(fashion_mnist.TRAIN_COUNTS) + 10 * fashion_mnist.VALIDATION_PER_CLASS,
+            )
+            * 2,
+        }.get(config, (6000,) * 10)
         return DatasetInfo(
-            f"fashion_mnist_lt/{data['config']}", fashion_mnist.CLASS_NAMES, (*size, 1), splits,
-            tuple(counts), **thresholds,
+            f"fashion_mnist_lt/{config}", fashion_mnist_lt.class_names(config), (*size, 1),
+            fashion_mnist_lt.splits(config), tuple(counts), **thresholds,
         )  # fmt: skip
     if source == "imagefolder":
         return _describe_imagefolder(_imagefolder_root(data), _image_size(data), thresholds)

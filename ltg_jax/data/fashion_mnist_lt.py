@@ -6,6 +6,10 @@ Configs:
   full  the balanced Fashion-MNIST (train 60,000 / test 10,000) from a local folder of the
         original idx files (`source_dir`, $LTG_FASHION_MNIST_DIR or Debian's
         /usr/share/datasets/fashion-mnist); used to train the generative model.
+  world        the ground-truth benchmark (`ltg_jax.data.world`): lt with 0.5% of train lying
+               on its side, plus the generative model's `world` split (10% per class).
+  world_modes  its mode oracle's data: labels are modes (upright / rotated), not classes.
+Every config is derived from the shipped arrays (offline) except full.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ltg_jax.data import fashion_mnist
+from ltg_jax.data import fashion_mnist, world
 
 IMAGE_SHAPE = (28, 28, 1)
+CONFIGS = ("lt", "full", "world", "world_modes")
 
 
 class FashionMnistLt(tfds.core.GeneratorBasedBuilder):
@@ -29,6 +34,8 @@ class FashionMnistLt(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="lt", description="Fashion-MNIST-LT, imbalance ratio 100."),
         tfds.core.BuilderConfig(name="full", description="Balanced Fashion-MNIST originals."),
+        tfds.core.BuilderConfig(name="world", description="lt with a planted rare mode."),
+        tfds.core.BuilderConfig(name="world_modes", description="world images by mode."),
     ]
     DEFAULT_CONFIG_NAME = "lt"
 
@@ -42,7 +49,7 @@ class FashionMnistLt(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(names=fashion_mnist.CLASS_NAMES),
+                    "label": tfds.features.ClassLabel(names=class_names(self.builder_config.name)),
                     "index": tfds.features.Scalar(dtype=np.int32),
                 }
             ),
@@ -52,9 +59,16 @@ class FashionMnistLt(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        if self.builder_config.name == "lt":
+        name = self.builder_config.name
+        if name == "lt":
             arrays = fashion_mnist.load_shipped()
             splits = ("train", "validation", "test")
+        elif name == "world":
+            arrays = world.build_world_arrays(fashion_mnist.load_shipped())
+            splits = world.SPLITS
+        elif name == "world_modes":
+            arrays = world.mode_arrays(fashion_mnist.load_shipped())
+            splits = ("train", "test")
         else:
             originals = fashion_mnist.load_originals(self._source_dir)
             arrays = {
@@ -82,6 +96,18 @@ class FashionMnistLt(tfds.core.GeneratorBasedBuilder):
             )
 
 
+def class_names(config: str) -> tuple[str, ...]:
+    """The label names of a config: garment classes, or the modes for world_modes."""
+    return world.MODES if config == "world_modes" else fashion_mnist.CLASS_NAMES
+
+
+def splits(config: str) -> tuple[str, ...]:
+    """The splits of a config, without building it."""
+    return {"lt": ("train", "validation", "test"), "world": world.SPLITS}.get(
+        config, ("train", "test")
+    )
+
+
 def default_data_dir() -> Path:
     """$LTG_DATA_DIR, else ~/.cache/ltg_jax/tensorflow_datasets."""
     return Path(
@@ -95,8 +121,8 @@ def prepare(
     source_dir: str | os.PathLike | None = None,
 ) -> FashionMnistLt:
     """Builds the array_record files once (seconds) and returns the builder."""
-    if config not in ("lt", "full"):
-        raise ValueError(f"unknown fashion_mnist_lt config {config!r}; use 'lt' or 'full'.")
+    if config not in CONFIGS:
+        raise ValueError(f"unknown fashion_mnist_lt config {config!r}; use one of {CONFIGS}.")
     builder = FashionMnistLt(
         config=config,
         data_dir=str(data_dir or default_data_dir()),
