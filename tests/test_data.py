@@ -102,7 +102,7 @@ def test_tfds_builder_serves_the_shipped_splits(shipped):
     assert example["label"] == shipped["validation_labels"][row]
     with pytest.raises(ValueError, match="no split 'valid'"):
         fashion_mnist_lt.data_source("valid")
-    with pytest.raises(ValueError, match="use 'lt' or 'full'"):
+    with pytest.raises(ValueError, match="unknown fashion_mnist_lt config 'balanced'.*'world'"):
         fashion_mnist_lt.data_source("train", "balanced")
 
 
