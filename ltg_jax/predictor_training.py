@@ -158,7 +158,7 @@ def predict(
 
 
 def data_source(data_config: Mapping[str, Any], split: str):
-    """The grain source of a split of fashion_mnist_lt (config 'lt' or 'full')."""
+    """The grain source of a split of fashion_mnist_lt (any of its configs)."""
     return fashion_mnist_lt.data_source(
         split,
         config=data_config["config"],
