@@ -105,12 +105,6 @@ def test_world_split_loads_through_tfds_with_its_modes(built):
     assert sum(img.tobytes() in rotated for img in unpadded) == 62
 
 
-def test_mode_rates_count_the_rare_mode_per_class():
-    rates = world.mode_rates(np.array([1, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 1]), 3)
-    assert rates["rare_rate"] == pytest.approx(0.6)
-    assert rates["per_class"] == [0.5, pytest.approx(2 / 3), None] and rates["n"] == 5
-
-
 # ---------------------------------------------------------------- shifted test sets
 
 

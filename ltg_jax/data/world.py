@@ -129,17 +129,3 @@ def mode_arrays(shipped: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out[f"{split}_labels"] = np.repeat(np.asarray([COMMON, RARE], np.int32), n)
         out[f"{split}_index"] = np.arange(2 * n, dtype=np.int32)
     return out
-
-
-def mode_rates(modes: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, object]:
-    """Share of RARE among `modes`, overall and per class (None for a class with no images)."""
-    modes, labels = np.asarray(modes), np.asarray(labels)
-    per_class = [
-        float(np.mean(modes[labels == k] == RARE)) if np.any(labels == k) else None
-        for k in range(num_classes)
-    ]
-    return {
-        "rare_rate": float(np.mean(modes == RARE)) if modes.size else None,
-        "per_class": per_class,
-        "n": int(modes.size),
-    }
