@@ -62,6 +62,28 @@ def accuracy_report(
     return report
 
 
+def mode_shares(
+    modes: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    mode_names: Sequence[str],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Share of each mode among the generated and the kept samples, and per class."""
+
+    def shares(picked: np.ndarray) -> dict[str, float | None]:
+        m = modes[picked]
+        return {n: float(np.mean(m == j)) if m.size else None for j, n in enumerate(mode_names)}
+
+    return {
+        "generated": shares(np.ones(len(modes), bool)),
+        "kept": shares(keep),
+        "per_class": {
+            name: shares(labels == k) for k, name in enumerate(class_names) if np.any(labels == k)
+        },
+    }
+
+
 def accuracy_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Table rows (one per split) of overall and group accuracies."""
     return [

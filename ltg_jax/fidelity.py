@@ -2,8 +2,10 @@
 
 Draws `per_class` samples of every class from a diffusers-format folder (the sampler with
 guidance off), lets the oracle (a classifier trained on the full balanced data) label them,
-and reports how often it agrees with the conditioning class, overall and per class. Batches
-are recorded as they finish, so an interrupted run resumes where it stopped.
+and reports how often it agrees with the conditioning class, overall and per class. With a
+mode oracle (`config.mode_oracle`, e.g. the world benchmark's upright / rotated classifier) it
+also reports each mode's share of the samples, overall and per class. Batches are recorded as
+they finish, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def _done_batches(workdir: Path) -> dict[int, dict[str, Any]]:
 def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Samples, labels with the oracle, writes `fidelity.json` and `samples_per_class.png`."""
     workdir = Path(workdir)
-    # Every key that fixes which sample lands in which batch: a resume must not mix plans.
-    shape_keys = ("model_dir", "oracle_bundle", "sample", "seed", "per_class", "batch_size")
+    # Every key that fixes which sample lands in which batch, or what a batch records: a
+    # resume must not mix plans.
+    shape_keys = ("model_dir", "oracle_bundle", "mode_oracle", "sample", "seed", "per_class",
+                  "batch_size")  # fmt: skip
     checks.check_config_finite(config)
     pipe = weights.load_pipeline(config.model_dir)
     if pipe.class_embedder is None:
@@ -64,8 +68,12 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
             f"{config.model_dir} has no class_embedder/: fidelity needs a class-conditional "
             "model such as the shipped Fashion-MNIST LDM."
         )
-    oracle = predictor_lib.load_predictor_bundle(config.oracle_bundle)
+    oracle = predictor_lib.load_predictor(config.oracle_bundle)  # a bundle or a factory
     classify = oracle_classifier(oracle)
+    mode_oracle = (
+        predictor_lib.load_predictor(config.mode_oracle) if str(config.mode_oracle) else None
+    )
+    classify_mode = oracle_classifier(mode_oracle) if mode_oracle else None
     num_classes = pipe.class_embedder.num_classes
     labels = class_major_labels(num_classes, int(config.per_class))
     batch = int(config.batch_size)
@@ -107,11 +115,20 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
                     grid[key] = np.concatenate([grid[key], new]) if key in grid else new
             io.atomic_save_npz(grid_path, **grid)
             row = {"batch": b, "labels": labels[indices], "predictions": predictions}
+            if classify_mode:
+                row["modes"] = classify_mode(images)
             io.append_jsonl(workdir / BATCHES_FILE, [row])
             done[b] = io.to_jsonable(row)
         all_labels = np.concatenate([np.asarray(done[b]["labels"]) for b in sorted(done)])
         all_predictions = np.concatenate([np.asarray(done[b]["predictions"]) for b in sorted(done)])
         report = evaluation.accuracy_report(all_labels, all_predictions, oracle.class_names)
+        if mode_oracle:
+            modes = np.concatenate([np.asarray(done[b]["modes"]) for b in sorted(done)])
+            shares = evaluation.mode_shares(
+                modes, all_labels, np.ones(modes.size, bool), mode_oracle.class_names,
+                oracle.class_names,
+            )  # fmt: skip
+            report["modes"] = {"overall": shares["generated"], "per_class": shares["per_class"]}
         report.update(
             samples=int(all_labels.size),
             num_steps=int(config.sample.num_steps),
@@ -126,4 +143,6 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
             evaluation.per_class_rows(report), title="class fidelity (oracle agrees)"
         )
         print(f"overall class fidelity {report['overall']:.4f} on {report['samples']} samples")
+        if mode_oracle:
+            print(f"mode shares (mode oracle): {report['modes']['overall']}")
         return report

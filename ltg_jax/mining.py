@@ -41,6 +41,7 @@ import numpy as np
 from ltg_jax import (
     adapters,
     checks,
+    evaluation,
     finetune,
     introspection,
     io,
@@ -329,6 +330,11 @@ def generation_name(arm: str, generation: int) -> str:
     return arm if int(generation) == 0 else f"{arm}_gen{int(generation)}"
 
 
+def generation_source(name: str) -> str:
+    """The arm of a generated set's name (the inverse of generation_name)."""
+    return name.split("_gen")[0]
+
+
 def generate(
     config: ml_collections.ConfigDict,
     workdir: Path,
@@ -494,32 +500,10 @@ def review(
         "mean_signals": mean_signals,
     }
     if modes is not None:
-        summary["modes"] = mode_shares(
+        summary["modes"] = evaluation.mode_shares(
             modes, loaded.labels, keep, inputs.mode_oracle.class_names, inputs.class_names
         )
     return ArmData(loaded.images, loaded.labels, rows, keep, summary, modes)
-
-
-def mode_shares(
-    modes: np.ndarray,
-    labels: np.ndarray,
-    keep: np.ndarray,
-    mode_names: Sequence[str],
-    class_names: Sequence[str],
-) -> dict[str, Any]:
-    """Share of each mode among the generated and the kept samples, and per class."""
-
-    def shares(picked: np.ndarray) -> dict[str, float | None]:
-        m = modes[picked]
-        return {n: float(np.mean(m == j)) if m.size else None for j, n in enumerate(mode_names)}
-
-    return {
-        "generated": shares(np.ones(len(modes), bool)),
-        "kept": shares(keep),
-        "per_class": {
-            name: shares(labels == k) for k, name in enumerate(class_names) if np.any(labels == k)
-        },
-    }
 
 
 def oracle_verdict(probs: np.ndarray, label: int, class_names: Sequence[str]) -> dict[str, Any]:
@@ -786,7 +770,7 @@ def write_report(
     for arm, arm_report in arms.items():  # None for `real`: it trains on no generated data
         source = arm_parts(arm)[0]
         fids = [s["label_fidelity"]["overall"] for name, s in summaries.items()
-                if name.split("_gen")[0] == source]  # fmt: skip
+                if generation_source(name) == source]  # fmt: skip
         arm_report["label_fidelity"] = float(np.mean(fids)) if fids else None
     filtering = [
         f"`{arm}`: {s['generated']} generated, {s['rejected_by_manifest']} rejected by the "
@@ -949,6 +933,17 @@ def write_review_pages(
     return pages
 
 
+def gain(
+    arms: Mapping[str, Mapping[str, Any]], arm: str, base: str, group: str
+) -> dict[str, float] | None:
+    """`arm` minus `base` on a group's mean accuracy, with the sum of their stds as the spread;
+    None unless both arms ran."""
+    if not {arm, base} <= set(arms):
+        return None
+    a, b = arms[arm][group], arms[base][group]
+    return {"gain": a["mean"] - b["mean"], "std": a["std"] + b["std"]}
+
+
 def kpis(
     arms: Mapping[str, Mapping[str, Any]],
     summaries: Mapping[str, Mapping[str, Any]],
@@ -956,25 +951,18 @@ def kpis(
 ) -> dict[str, Any]:
     """The numbers a manager reads first: gains, data counts and cost."""
     out: dict[str, Any] = {}
-
-    def gain(arm: str, base: str, group: str) -> dict[str, float] | None:
-        if not {arm, base} <= set(arms):
-            return None
-        a, b = arms[arm][group], arms[base][group]
-        return {"gain": a["mean"] - b["mean"], "std": a["std"] + b["std"]}
-
-    out["few_shot_gain_vs_unguided"] = gain("ltg", "unguided", "few")
+    out["few_shot_gain_vs_unguided"] = gain(arms, "ltg", "unguided", "few")
     if out["few_shot_gain_vs_unguided"] and "per_generation" in arms["ltg"]:
         # Paired by generation seed (the same noise for both arms): one gain per generation.
         out["few_shot_gain_vs_unguided"]["per_generation"] = {
             g: m["few"] - arms["unguided"]["per_generation"][g]["few"]
             for g, m in arms["ltg"]["per_generation"].items()
         }
-    out["few_shot_gain_vs_real"] = gain("ltg", "real", "few")
+    out["few_shot_gain_vs_real"] = gain(arms, "ltg", "real", "few")
     baselines = [a for a in arms if arm_parts(a)[0] == "real" and arm_parts(a)[1]]
     if baselines and "ltg" in arms:  # the best real-data-only baseline on few-shot accuracy
         best = max(baselines, key=lambda a: arms[a]["few"]["mean"])
-        out["few_shot_gain_vs_best_baseline"] = {"baseline": best, **gain("ltg", best, "few")}
+        out["few_shot_gain_vs_best_baseline"] = {"baseline": best, **gain(arms, "ltg", best, "few")}
     # Worst class: the class each arm gets least right (means over seeds).
     out["worst_class"] = {
         arm: min(
@@ -1001,17 +989,16 @@ def mode_kpis(
 ) -> dict[str, Any]:
     """LTG vs unguided on each shifted test set, and the rare mode's rate in their data."""
     out: dict[str, Any] = {}
-    gains = {}
-    for shift, s in shifted.items():
-        arms = s["arms"]
-        if {"ltg", "unguided"} <= set(arms):
-            a, b = arms["ltg"]["overall"], arms["unguided"]["overall"]
-            gains[shift] = {"gain": a["mean"] - b["mean"], "std": a["std"] + b["std"]}
+    gains = {
+        shift: gain(s["arms"], "ltg", "unguided", "overall")
+        for shift, s in shifted.items()
+        if {"ltg", "unguided"} <= set(s["arms"])
+    }
     if gains:
         out["shift_gain_vs_unguided"] = gains
 
     def mean_over(arm: str, value) -> float | None:
-        values = [value(name) for name in summaries if name.split("_gen")[0] == arm]
+        values = [value(name) for name in summaries if generation_source(name) == arm]
         return float(np.mean(values)) if values else None
 
     if modes:

@@ -44,6 +44,7 @@ def fidelity_config(folder, oracle) -> ml_collections.ConfigDict:
     config.seed = 0
     config.model_dir = str(folder)
     config.oracle_bundle = str(oracle)
+    config.mode_oracle = ""
     config.per_class = 2
     config.batch_size = 10
     config.grid_per_class = 2
@@ -70,6 +71,31 @@ def test_fidelity_reports_oracle_agreement_and_resumes(tiny_folder, oracle_path,
     again = fidelity.run_fidelity(config, tmp_path)
     assert len(io.read_jsonl(tmp_path / fidelity.BATCHES_FILE)) == len(rows)
     assert again["overall"] == report["overall"]
+
+
+def test_fidelity_reports_the_mode_oracle_shares(tiny_folder, oracle_path, tmp_path):
+    net = predictor.ConvClassifier(widths=(4,), feature_dim=8, norm_groups=2, num_classes=2)
+    params = net.init(jax.random.key(2), jnp.zeros((1, 32, 32, 1)))["params"]
+    modes_path = predictor.save_predictor_bundle(
+        tmp_path / "modes.msgpack", net, {"predictor": params},
+        metadata={"classes": ["upright", "rotated"]},
+    )  # fmt: skip
+    config = fidelity_config(tiny_folder, oracle_path)
+    config.mode_oracle = str(modes_path)
+    report = fidelity.run_fidelity(config, tmp_path / "run")
+    rows = io.read_jsonl(tmp_path / "run" / fidelity.BATCHES_FILE)
+    modes = np.concatenate([r["modes"] for r in rows])
+    labels = np.concatenate([r["labels"] for r in rows])
+    assert modes.shape == (20,)
+    assert report["modes"]["overall"]["rotated"] == pytest.approx(np.mean(modes == 1))
+    assert report["modes"]["overall"]["upright"] == pytest.approx(np.mean(modes == 0))
+    assert report["modes"]["per_class"]["Bag"]["rotated"] == pytest.approx(
+        np.mean(modes[labels == 8] == 1)
+    )
+    # The mode oracle fixes what a batch records: another one needs a fresh workdir.
+    config.mode_oracle = ""
+    with pytest.raises(ValueError, match="another model shape"):
+        fidelity.run_fidelity(config, tmp_path / "run")
 
 
 def test_fidelity_rejects_batches_that_do_not_tile(tiny_folder, oracle_path, tmp_path):
