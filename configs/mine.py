@@ -164,8 +164,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "0.837, unguided 0.900 / 0.851 (runs/mine_select/selection.json, 2026-11-28)."
     )
 
+    # Data efficiency (python -m sample.budget_curve, ltg_jax/budget_curve.py): the loop once
+    # per budget scale; accuracy on curve.split ('' = eval.split) and curve.group vs images.
+    config.curve = ml_collections.ConfigDict()
+    config.curve.scales = (0.25, 0.5, 1.0, 2.0)
+    config.curve.split = ""
+    config.curve.group = "few"
+
     config.select = ml_collections.ConfigDict()
     config.select.rank_by = "validation"  # or a shifted validation split, e.g. validation+rotate90
+    config.select.rank_group = "few"  # many | medium | few | overall
     # Sized to run in ~10 min on 2 cores: signal, weight and grad_through, one at a time.
     config.select.candidates = (
         {"name": "epistemic_w2", "signal": "epistemic", "sampler.guidance.w": 2.0,
@@ -189,7 +197,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "world_select":
         config.budget.many = config.budget.medium = config.budget.few = 16
         config.select.candidates = world_candidates()
-        config.select.rank_by = "validation+rotate90"  # the rare-mode group
+        config.select.rank_by = "validation+rotate90"  # the rare-mode group,
+        config.select.rank_group = "overall"  # of every class: the worst-group accuracy
     elif variant == "test":
         config.seeds = (0, 1, 2)
         config.generation_seeds = (0,)
@@ -232,6 +241,8 @@ def world_benchmark(config: ml_collections.ConfigDict) -> None:
     config.budget.few = 32
     config.generation_seeds = (0, 1, 2)
     config.guidance_choice = WORLD_GUIDANCE_CHOICE
+    config.curve.split = "test+rotate90"  # the rare-mode group's accuracy, every class
+    config.curve.group = "overall"
 
 
 WORLD_GUIDANCE_CHOICE = "(set after the world_select sweep)"

@@ -80,16 +80,28 @@ def require_finite_step(step: int, scalars: Mapping[str, Any], where: str, fix: 
 
 def config_ints(value: Any, field: str, hint: str = "") -> tuple[int, ...]:
     """Integers of a list config field ('0,3', (0, 3), 3); an error names --config.<field>."""
+    return _config_numbers(value, field, int, "0,3", hint)
+
+
+def config_floats(value: Any, field: str) -> tuple[float, ...]:
+    """Numbers of a list config field ('0.5,1,2', (0.5, 1), 2); an error names the field."""
+    return _config_numbers(value, field, float, "0.5,1,2", "")
+
+
+def _config_numbers(
+    value: Any, field: str, convert: Callable[[str], T], example: str, hint: str
+) -> tuple[T, ...]:
     if value is None:
         return ()
     items = value if isinstance(value, list | tuple) else (value,)
     parts = [p.strip() for v in items for p in str(v).split(",") if p.strip()]
     try:
-        return tuple(int(p) for p in parts)
+        return tuple(convert(p) for p in parts)
     except ValueError:
+        kind = "integers" if convert is int else "numbers"
         raise ValueError(
-            f"--config.{field}={','.join(parts)}: expected integers, e.g. "
-            f"--config.{field}=0,3{hint}"
+            f"--config.{field}={','.join(parts)}: expected {kind}, e.g. "
+            f"--config.{field}={example}{hint}"
         ) from None
 
 

@@ -70,14 +70,16 @@ STAGES_FILE = "stages.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 SELECTION_JSON = "selection.json"
+SELECT_VARIANTS = ("select", "world_select")  # configs/mine.py variants that run the sweep
 TRAINED_ON_FILE = "trained_on.json"
 REVIEW_DIR = "review"
 # Keys free to change on a rerun: the report's shape, what was chosen, the review (a changed
 # review reruns the fine-tuning of the arms whose kept samples changed) and the list of arms
 # and generation seeds (an added arm or seed is generated and fine-tuned; the finished ones are
-# reused).
+# reused); the budget curve's and the selection's settings do not shape a mining run.
 RESUME_FREE_PREFIXES = (
     "report.", "guidance_choice", "review.", "arms", "generation_seeds", "eval.shifts",
+    "curve.", "select.",
 )  # fmt: skip
 
 
@@ -1045,17 +1047,20 @@ def candidate_config(
     return out
 
 
-def selection_key(validation: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
-    """Ranks a candidate: validation few-shot accuracy, then overall (means over seeds)."""
-    return validation["few"]["mean"], validation["overall"]["mean"]
+def selection_key(
+    validation: Mapping[str, Mapping[str, float]], group: str = "few"
+) -> tuple[float, float]:
+    """Ranks a candidate: its validation accuracy on `group`, then overall (means over seeds)."""
+    return validation[group]["mean"], validation["overall"]["mean"]
 
 
 def run_selection(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Sweeps config.select.candidates on the validation split: generate, fine-tune, evaluate.
 
     Every candidate (and the `real` and `unguided` baselines) is fine-tuned with the same
-    schedule and seeds; the pick is the best validation few-shot accuracy (overall breaks ties).
-    Never reads the test split.
+    schedule and seeds; the pick is the best accuracy on config.select.rank_group (few-shot by
+    default; overall breaks ties) of the split config.select.rank_by (validation or a shifted
+    copy of it). Never reads the test split.
     """
     start = time.time()
     workdir = Path(workdir)
@@ -1078,6 +1083,11 @@ def _select(
     rank_by = str(config.select.rank_by)
     if rank_by not in val:
         raise ValueError(f"--config.select.rank_by={rank_by!r}: use one of {list(val)}")
+    rank_group = str(config.select.rank_group)
+    if rank_group not in report.GROUP_KEYS:
+        raise ValueError(
+            f"--config.select.rank_group={rank_group!r}: use one of {list(report.GROUP_KEYS)}"
+        )
     rows: dict[str, dict[str, Any]] = {}
     candidates = [dict(c) for c in config.select.candidates]
     runs = [("real", None), ("unguided", None)] + [(str(c["name"]), c) for c in candidates]
@@ -1104,11 +1114,11 @@ def _select(
             "modes": summary.get("modes", {}).get("kept"),
         }
     picks = [n for n in rows if n not in ("real", "unguided")]
-    best = max(picks, key=lambda n: selection_key(rows[n][rank_by])) if picks else None
+    best = max(picks, key=lambda n: selection_key(rows[n][rank_by], rank_group)) if picks else None
     out = {
         "candidates": rows,
         "best": best,
-        "criterion": f"{rank_by} few-shot accuracy (mean over seeds), then overall",
+        "criterion": f"{rank_by} {rank_group} accuracy (mean over seeds), then overall",
         "seeds": [int(s) for s in config.seeds],
         "stage_wall_time_s": dict(stages.times),
         "wall_time_s": round(time.time() - start, 3),

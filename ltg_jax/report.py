@@ -65,7 +65,7 @@ def headline_table(arms: Mapping[str, Mapping[str, Any]], title: str) -> str:
     )
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # headless
@@ -76,7 +76,7 @@ def _plt():
 
 def plot_group_bars(path: str | os.PathLike, arms: Mapping[str, Mapping[str, Any]]) -> Path:
     """Bar chart: many/medium/few/overall accuracy per arm, error bars = std over seeds."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / max(1, len(arms))
     x = np.arange(len(GROUP_KEYS))
@@ -99,14 +99,14 @@ def plot_group_bars(path: str | os.PathLike, arms: Mapping[str, Mapping[str, Any
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.legend(fontsize=8)
     ax.set_title("accuracy by frequency group (bars: mean, whiskers: std, dots: seeds)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class(
     path: str | os.PathLike, arms: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]
 ) -> Path:
     """Per-class test accuracy of each arm (mean ± std over seeds)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.8))
     width = 0.8 / max(1, len(arms))
     x = np.arange(len(class_names))
@@ -119,12 +119,12 @@ def plot_per_class(
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("per-class accuracy (classes in order of training frequency)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fidelity(path: str | os.PathLike, fidelity: Mapping[str, Mapping[str, Any]]) -> Path:
     """Oracle label fidelity of each arm's synthetic data: overall and per class."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6))
     arms = list(fidelity)
     names = list(next(iter(fidelity.values()))["per_class"]) if arms else []
@@ -138,15 +138,15 @@ def plot_fidelity(path: str | os.PathLike, fidelity: Mapping[str, Mapping[str, A
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("label fidelity of the generated data (before filtering)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 

@@ -2,6 +2,7 @@
 
 python -m sample.mine --workdir=runs/mine                       # the main job, resumable
 python -m sample.mine --config configs/mine.py:select --workdir=runs/mine_select
+python -m sample.mine --config configs/mine.py:world_select --workdir=runs/world_select
 """
 
 from pathlib import Path
@@ -23,7 +24,7 @@ def main(argv):
     cli.quiet_logging()
     parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
     config = _CONFIG.value
-    if config.variant == "select":
+    if config.variant in mining.SELECT_VARIANTS:
         out = mining.run_selection(config, _WORKDIR.value)
         print(f"selection: {Path(_WORKDIR.value) / mining.SELECTION_JSON} (best: {out['best']})")
         return

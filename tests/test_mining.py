@@ -475,3 +475,48 @@ def test_mode_isolation_scores_the_cluster_richest_in_the_mode():
     assert (a["cluster"], a["precision"], a["recall"], a["base_rate"]) == (1, 1.0, 2 / 3, 0.6)
     assert b["recall"] is None and b["base_rate"] == 0.0
     assert iso["mean_precision"] == pytest.approx(0.5) and iso["mean_recall"] == 2 / 3
+
+
+# ---------------------------------------------------------------- data efficiency
+
+
+def test_budget_curve_adds_scales_around_a_finished_run(models, finished, tmp_path):
+    """The finished run is the 1x point; the 0.5x run generates half the samples, fine-tunes
+    only the synthetic arms, and the curve pairs each arm's kept images with its accuracy."""
+    import shutil
+
+    from ltg_jax import budget_curve
+
+    workdir = tmp_path / "curve"
+    shutil.copytree(finished[0], workdir / "x1")
+    config = config_for(models, **{"curve.scales": (1.0, 0.5)})  # 0.5x: 1 per few-shot class
+    summary = budget_curve.run_budget_curve(config, workdir)
+    half = io.read_json(workdir / "x0.5" / mining.REPORT_JSON)
+    assert half["synthetic"]["ltg"]["generated"] == 3 and "real" not in half["arms"]
+    assert not (workdir / "x0.5" / "finetune" / "real").exists()
+    assert summary["split"] == "test" and summary["group"] == "few"
+    assert summary["real"] == finished[1]["arms"]["real"]["few"]
+    for arm in ("unguided", "ltg"):
+        points = summary["points"][arm]
+        assert [p["scale"] for p in points] == [0.5, 1.0]
+        assert points[0]["images"] == half["synthetic"][arm]["kept"]
+        assert points[0]["mean"] == half["arms"][arm]["few"]["mean"]
+        assert points[1]["mean"] == finished[1]["arms"][arm]["few"]["mean"]
+    assert "unguided_images_to_match_ltg_1x" in summary
+    assert (workdir / budget_curve.CURVE_PNG).is_file()
+    assert "| ltg | 0.5x |" in (workdir / budget_curve.CURVE_MD).read_text()
+    with pytest.raises(ValueError, match="including 1"):
+        budget_curve.check_curve(config_for(models, **{"curve.scales": (0.5, 2.0)}))
+    with pytest.raises(ValueError, match="is not evaluated by this run"):
+        budget_curve.check_curve(config_for(models, **{"curve.split": "test+noise"}))
+
+
+def test_images_to_match_interpolates_between_measured_budgets():
+    from ltg_jax.budget_curve import images_to_match
+
+    points = [{"images": 10, "mean": 0.5}, {"images": 20, "mean": 0.7},
+              {"images": 40, "mean": 0.8}]  # fmt: skip
+    assert images_to_match(points, 0.6) == pytest.approx(15.0)
+    assert images_to_match(points, 0.75) == pytest.approx(30.0)
+    assert images_to_match(points, 0.4) == 10  # the smallest budget already reaches it
+    assert images_to_match(points, 0.9) is None  # no measured budget does
