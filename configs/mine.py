@@ -249,9 +249,10 @@ WORLD_GUIDANCE_CHOICE = "(set after the world_select sweep)"
 
 
 def world_candidates() -> tuple[dict, ...]:
-    """The world_select sweep: each signal at the default weight, through z0 (cheap)."""
+    """The world_select sweep: each signal at the default weight and twice it, through z0."""
     return tuple(
-        {"name": f"{signal}_w2", "signal": signal, "sampler.guidance.w": 2.0,
+        {"name": f"{signal}_w{w:g}", "signal": signal, "sampler.guidance.w": w,
          "sampler.guidance.grad_through": "z0"}
         for signal in ("entropy", "energy", "epistemic")
+        for w in (2.0, 4.0)
     )  # fmt: skip
