@@ -68,19 +68,26 @@ def mode_shares(
     keep: np.ndarray,
     mode_names: Sequence[str],
     class_names: Sequence[str],
+    unscored: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Share of each mode among the generated and the kept samples, and per class."""
+    """Share of each mode among the generated and the kept samples, and per class.
+
+    The overall shares leave out the `unscored` classes (those whose mode the mode oracle
+    cannot tell, e.g. a square bag turned on its side); their per-class shares are kept.
+    """
 
     def shares(picked: np.ndarray) -> dict[str, float | None]:
         m = modes[picked]
         return {n: float(np.mean(m == j)) if m.size else None for j, n in enumerate(mode_names)}
 
+    scored = ~np.isin(labels, [class_names.index(n) for n in unscored])
     return {
-        "generated": shares(np.ones(len(modes), bool)),
-        "kept": shares(keep),
+        "generated": shares(scored),
+        "kept": shares(keep & scored),
         "per_class": {
             name: shares(labels == k) for k, name in enumerate(class_names) if np.any(labels == k)
         },
+        "unscored_classes": list(unscored),
     }
 
 

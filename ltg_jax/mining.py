@@ -194,6 +194,12 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
                 f"--config.report.rare_mode={rare!r} is not a class of the mode oracle "
                 f"{list(mode_oracle.class_names)}"
             )
+        unknown = set(ltg_sampling.config_names(config.report.mode_unscored_classes)) - set(names)
+        if unknown:
+            raise ValueError(
+                f"--config.report.mode_unscored_classes names {sorted(unknown)}, which are not "
+                f"classes of the predictor {list(names)}"
+            )
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")
@@ -503,8 +509,9 @@ def review(
     }
     if modes is not None:
         summary["modes"] = evaluation.mode_shares(
-            modes, loaded.labels, keep, inputs.mode_oracle.class_names, inputs.class_names
-        )
+            modes, loaded.labels, keep, inputs.mode_oracle.class_names, inputs.class_names,
+            ltg_sampling.config_names(config.report.mode_unscored_classes),
+        )  # fmt: skip
     return ArmData(loaded.images, loaded.labels, rows, keep, summary, modes)
 
 

@@ -520,3 +520,19 @@ def test_images_to_match_interpolates_between_measured_budgets():
     assert images_to_match(points, 0.75) == pytest.approx(30.0)
     assert images_to_match(points, 0.4) == 10  # the smallest budget already reaches it
     assert images_to_match(points, 0.9) is None  # no measured budget does
+
+
+def test_mode_shares_leave_unscored_classes_out_of_the_overall_share():
+    from ltg_jax import evaluation
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    modes = np.array([0, 1, 1, 1, 0, 0])  # class 1 is always called rotated
+    keep = np.array([True, True, True, False, True, False])
+    names = ("a", "b", "c")
+    shares = evaluation.mode_shares(modes, labels, keep, ("upright", "rotated"), names, ("b",))
+    assert shares["generated"]["rotated"] == pytest.approx(1 / 4)  # classes a and c only
+    assert shares["kept"]["rotated"] == pytest.approx(1 / 3)
+    assert shares["per_class"]["b"]["rotated"] == 1.0  # still reported per class
+    assert shares["unscored_classes"] == ["b"]
+    every = evaluation.mode_shares(modes, labels, keep, ("upright", "rotated"), names)
+    assert every["generated"]["rotated"] == pytest.approx(3 / 6)
