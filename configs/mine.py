@@ -245,6 +245,8 @@ def world_benchmark(config: ml_collections.ConfigDict) -> None:
     config.budget.medium = 32
     config.budget.few = 32
     config.generation_seeds = (0, 1, 2)
+    config.arms = ("real", "real+balanced", "real+logit_adjusted", "unguided", "ltg",
+                   "ltg+logit_adjusted")  # fmt: skip
     config.guidance_choice = WORLD_GUIDANCE_CHOICE
     config.curve.split = "test+rotate90"  # the rare-mode group's accuracy, every class
     config.curve.group = "overall"

@@ -864,7 +864,16 @@ def mode_summary(
         name: {part: s["modes"][part][rare] for part in ("generated", "kept")}
         for name, s in summaries.items()
     }
-    out: dict[str, Any] = {"rare_mode": rare, "rare_rate": rates}
+    per_class = {
+        name: {c: s["modes"]["per_class"].get(c, {}).get(rare) for c in inputs.class_names}
+        for name, s in summaries.items()
+    }
+    out: dict[str, Any] = {
+        "rare_mode": rare,
+        "rare_rate": rates,
+        "rare_rate_per_class": per_class,
+        "unscored_classes": list(ltg_sampling.config_names(config.report.mode_unscored_classes)),
+    }
     ltg = reviewed.get("ltg")
     if ltg is not None and ltg.modes is not None and clusters:
         rare_id = inputs.mode_oracle.class_names.index(rare)

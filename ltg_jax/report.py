@@ -266,6 +266,20 @@ def mode_lines(report: Mapping[str, Any]) -> list[str]:
         fid = report["synthetic"][name]["label_fidelity"]["overall"]
         kept = "n/a" if r["kept"] is None else f"{r['kept']:.3f}"
         lines.append(f"| {name} | {r['generated']:.3f} | {kept} | {fid:.3f} |")
+    if modes.get("unscored_classes"):
+        left_out = ", ".join(modes["unscored_classes"])
+        lines += ["", f"The shares leave out {left_out} (the mode oracle cannot tell its "
+                  "modes apart); the table below still shows it."]  # fmt: skip
+    per_class = modes.get("rare_rate_per_class") or {}
+    if per_class:
+        sets = list(per_class)
+        classes = list(next(iter(per_class.values())))
+        header = "| class | " + " | ".join(sets) + " |"
+        lines += ["", "Share of the rare mode per class:", "", header,
+                  "|---" * (len(sets) + 1) + "|"]  # fmt: skip
+        for c in classes:
+            cells = ["n/a" if per_class[n][c] is None else f"{per_class[n][c]:.2f}" for n in sets]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
     iso = modes.get("isolation")
     if iso:
         lines += ["", "Introspection against the planted mode: per class, the cluster of the "

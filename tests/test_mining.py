@@ -453,7 +453,14 @@ def test_shifted_test_sets_and_a_mode_oracle_join_a_finished_run(models, finishe
     assert "isolation" in out["modes"]
     text = (workdir / "report.md").read_text()
     assert "## Shifted test sets" in text and "| ltg |" in text and "test+rotate90, LTG" in text
-    assert "The rare mode (rotated)" in text
+    assert "The rare mode (rotated)" in text and "Share of the rare mode per class" in text
+    per_class = out["modes"]["rare_rate_per_class"]
+    assert set(per_class) == set(out["synthetic"])
+    for k in fashion_mnist.GROUPS["few"]:  # the test variant generates the few-shot classes
+        name = fashion_mnist.CLASS_NAMES[k]
+        assert (
+            per_class["ltg"][name] == out["synthetic"]["ltg"]["modes"]["per_class"][name]["rotated"]
+        )
     with pytest.raises(ValueError, match="unknown shift"):
         mining.run_mining(config_for(models, **{"eval.shifts": ("blur",)}), workdir)
     with pytest.raises(ValueError, match="rare_mode='sideways'"):

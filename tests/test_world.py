@@ -135,3 +135,27 @@ def test_shifted_splits_are_named_and_unknown_shifts_refused():
         shifts.check_shifts(["blur"])
     with pytest.raises(ValueError, match="square"):
         shifts.rotate90(np.zeros((1, 4, 6, 1)))
+
+
+def test_the_shipped_world_models_tell_the_rare_mode_apart():
+    """The shipped benchmark wires up (models, data, mode oracle, the Bag left out), and its
+    mode oracle calls the test garments' modes right (Bag aside, whose mode it cannot tell)."""
+    from pathlib import Path
+
+    from ltg_jax import cli, mining, predictor, predictor_training
+
+    root = Path(__file__).resolve().parents[1]
+    config = cli.load_config_file(root / "configs" / "mine.py", "world")
+    inputs = mining.check_inputs(config)
+    assert inputs.mode_oracle.class_names == ("upright", "rotated")
+    assert inputs.bundle.heads is not None  # the epistemic heads ship with the predictor
+    test = mining.load_real(config, "test")
+    keep = test["label"] != fashion_mnist.CLASS_NAMES.index("Bag")
+    images = test["image"][keep][:1000]
+    both = np.concatenate([images, shifts.rotate90(images)])
+    truth = np.repeat([world.COMMON, world.RARE], len(images))
+    logits = predictor_training.predict(
+        inputs.mode_oracle.adapted_apply, inputs.mode_oracle.params["predictor"], both, 500
+    )["logits"]
+    assert np.mean(np.asarray(logits).argmax(-1) == truth) > 0.97
+    assert isinstance(predictor.load_predictor(config.oracle), predictor.PredictorBundle)
