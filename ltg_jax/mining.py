@@ -685,7 +685,7 @@ def _mine(
         tic = time.time()
         summaries = {generation_name(arm, g): d.summary for (arm, g), d in by_generation.items()}
         out = write_report(
-            config, workdir, inputs, reviewed, summaries, results, base, stages, start
+            config, workdir, inputs, reviewed, summaries, results, base, real, stages, start
         )
         stages.record("report", time.time() - tic)
         out["stage_wall_time_s"] = dict(stages.times)
@@ -725,6 +725,7 @@ def write_report(
     summaries: Mapping[str, Mapping[str, Any]],
     results: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]],
     base: Mapping[str, Any],
+    real: Mapping[str, np.ndarray],
     stages: Stages,
     start: float,
 ) -> dict[str, Any]:
@@ -794,6 +795,7 @@ def write_report(
         else "oracle filter off"
     )
     shifted = shifted_results(results, split, eval_shifts(config), base)
+    diagnostics = class_diagnostics(arms, summaries, reviewed, real, inputs.data)
     modes = mode_summary(config, inputs, summaries, reviewed, clusters)
     return {
         "kpis": kpis(arms, summaries, stages.times) | mode_kpis(shifted, modes, summaries),
@@ -806,6 +808,7 @@ def write_report(
         "arm_order": arm_list(config),
         "base": {g: base[split][g] for g in report.GROUP_KEYS},
         "shifted": shifted,
+        "per_class_diagnostics": diagnostics,
         "modes": modes,
         "synthetic": summaries,
         "filtering_note": f"{rule}; " + "; ".join(filtering) + ".",
@@ -823,6 +826,47 @@ def write_report(
         "stage_wall_time_s": dict(stages.times),
         **inputs.hashes,
     }
+
+
+def ink(images: np.ndarray) -> float:
+    """Mean brightness in [0, 1] of images in [-1, 1]: low for faint (thin, dim) garments."""
+    return float(np.mean((images + 1.0) / 2.0)) if len(images) else float("nan")
+
+
+def class_diagnostics(
+    arms: Mapping[str, Mapping[str, Any]],
+    summaries: Mapping[str, Mapping[str, Any]],
+    reviewed: Mapping[str, ArmData],
+    real: Mapping[str, np.ndarray],
+    data: datasets.DatasetInfo,
+) -> list[dict[str, Any]]:
+    """Per class, where synthetic data helps or hurts: each arm's accuracy (mean over runs),
+    LTG minus unguided, and for each synthetic arm its label fidelity and kept samples (means
+    over generation seeds) and the ink of its kept samples relative to the real images'."""
+    group_of = {k: g for g, ks in data.groups().items() for k in ks}
+    rows = []
+    for k, name in enumerate(data.class_names):
+        row: dict[str, Any] = {"class": name, "group": group_of.get(k, "")}
+        for arm, a in arms.items():
+            row[f"accuracy_{arm}"] = a["per_class"][name]["mean"]
+        if {"ltg", "unguided"} <= set(arms):
+            row["ltg_minus_unguided"] = row["accuracy_ltg"] - row["accuracy_unguided"]
+        real_ink = ink(real["image"][real["label"] == k])
+        for arm in SYNTHETIC_ARMS:
+            sets = [s for n, s in summaries.items() if generation_source(n) == arm]
+            if not sets:
+                continue
+            fids = [s["label_fidelity"]["per_class"].get(name) for s in sets]
+            fids = [f for f in fids if f is not None and not np.isnan(f)]  # None: no samples
+            row[f"fidelity_{arm}"] = float(np.mean(fids)) if fids else None
+            row[f"kept_{arm}"] = float(np.mean([s["kept_per_class"].get(name, 0) for s in sets]))
+            if arm in reviewed:
+                data = reviewed[arm]
+                picked = data.images[data.keep & (data.labels == k)]
+                has_both = len(picked) and not np.isnan(real_ink)
+                row[f"relative_ink_{arm}"] = ink(picked) / real_ink if has_both else None
+        rows.append(row)
+    return rows
 
 
 def shifted_results(

@@ -298,6 +298,31 @@ def mode_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def diagnostic_lines(report: Mapping[str, Any]) -> list[str]:
+    """Per class: accuracy of real / unguided / LTG, and the synthetic data behind them."""
+    rows = report.get("per_class_diagnostics") or []
+    if not rows or "ltg_minus_unguided" not in rows[0]:
+        return []
+    cell = lambda v, f: "n/a" if v is None else format(v, f)
+    lines = ["", "## Per class: where LTG data helps and hurts", "",
+             "Accuracy: means over runs. Fidelity and kept: LTG / unguided, means over "
+             "generation seeds. Ink: the kept samples' mean brightness over the real images' "
+             "(below 1: fainter).", "",
+             "| class | group | real | unguided | ltg | ltg - unguided | fidelity | kept | ink |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        real = cell(r.get("accuracy_real"), ".3f")
+        lines.append(
+            f"| {r['class']} | {r['group']} | {real} | "
+            f"{r['accuracy_unguided']:.3f} | {r['accuracy_ltg']:.3f} | "
+            f"{r['ltg_minus_unguided']:+.3f} | {cell(r.get('fidelity_ltg'), '.2f')} / "
+            f"{cell(r.get('fidelity_unguided'), '.2f')} | {r.get('kept_ltg', 0):.0f} / "
+            f"{r.get('kept_unguided', 0):.0f} | {cell(r.get('relative_ink_ltg'), '.2f')} / "
+            f"{cell(r.get('relative_ink_unguided'), '.2f')} |"
+        )
+    return lines
+
+
 def generation_lines(arms: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Each synthetic arm's mean per generation seed, and the std generation noise adds."""
     spread = {arm: a for arm, a in arms.items() if "per_generation" in a}
@@ -346,6 +371,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += generation_lines(arms)
     lines += ["", "![groups](accuracy_groups.png)", "", "![per class](accuracy_per_class.png)"]
     lines += shifted_lines(report)
+    lines += diagnostic_lines(report)
     lines += ["", "### Verdict (few-shot)", "", report.get("verdict", ""), ""]
     lines += ["## Synthetic data", "", "| arm | generated | used for training | label fidelity |"]
     lines += ["|---|---|---|---|"]

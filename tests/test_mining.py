@@ -92,6 +92,22 @@ def test_report_has_every_arm_seed_and_file(finished):
             assert ev["train"]["num_synthetic"] == (0 if arm == "real" else 6)
     md = (workdir / "report.md").read_text()
     assert "| ltg |" in md and "Filtering:" in md and "k-means" in md
+    # Per class: the accuracies behind the groups and the synthetic data behind them.
+    diagnostics = saved["per_class_diagnostics"]
+    assert [r["class"] for r in diagnostics] == list(fashion_mnist.CLASS_NAMES)
+    for r in diagnostics:
+        k = fashion_mnist.CLASS_NAMES.index(r["class"])
+        assert r["group"] == next(g for g, ks in fashion_mnist.GROUPS.items() if k in ks)
+        assert r["accuracy_ltg"] == saved["arms"]["ltg"]["per_class"][r["class"]]["mean"]
+        assert r["ltg_minus_unguided"] == pytest.approx(r["accuracy_ltg"] - r["accuracy_unguided"])
+        assert r["kept_ltg"] == saved["synthetic"]["ltg"]["kept_per_class"][r["class"]]
+        if k in fashion_mnist.GROUPS["few"]:  # the only classes the test variant generates
+            assert r["kept_ltg"] == 2 and r["fidelity_ltg"] is not None
+        else:
+            assert r["relative_ink_ltg"] is None and r["fidelity_ltg"] is None
+    by_name = {r["class"]: r for r in diagnostics}
+    assert by_name["Sneaker"]["relative_ink_ltg"] > 0 and by_name["Bag"]["relative_ink_ltg"] > 0
+    assert "## Per class: where LTG data helps and hurts" in md
 
 
 def test_unguided_arm_has_same_plan_and_seed_with_w0(finished):
