@@ -42,6 +42,7 @@ def test_console_scripts_point_at_existing_functions():
         "ltg-mine",
         "ltg-review",
         "ltg-fidelity",
+        "ltg-budget-curve",
         "ltg-train",
     }
     for target in scripts.values():

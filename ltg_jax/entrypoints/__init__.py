@@ -1,5 +1,5 @@
 """Console scripts: `ltg-sample`, `ltg-grid`, `ltg-mine`, `ltg-review`, `ltg-train KIND`,
-`ltg-fidelity`.
+`ltg-fidelity`, `ltg-budget-curve`.
 
 The scripts run the repo's thin entrypoints (sample/*.py, train/*.py), which the package
 ships as `ltg_jax.entrypoints.sample` and `ltg_jax.entrypoints.train`; configs ship as
@@ -44,6 +44,11 @@ def review() -> None:
 def fidelity() -> None:
     """ltg-fidelity: oracle class fidelity of a class-conditional model (sample/fidelity.py)."""
     _run("ltg_jax.entrypoints.sample.fidelity", sys.argv)
+
+
+def budget_curve() -> None:
+    """ltg-budget-curve: accuracy vs synthetic budget, LTG vs unguided (sample/budget_curve.py)."""
+    _run("ltg_jax.entrypoints.sample.budget_curve", sys.argv)
 
 
 def train() -> None:
