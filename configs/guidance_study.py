@@ -7,6 +7,11 @@ Same seeds and plan for every setting: the unguided baseline (w = 0), then weigh
 LTG run in its own folder.
 
   --config.ltg.samples_per_class=200 for the full-size study (10 x 200 samples per setting).
+
+  python -m sample.guidance_study --config configs/guidance_study.py:world \
+      --workdir runs/world_guidance_study
+The ground-truth benchmark (docs/world.md): does guidance draw the rare mode (a garment lying
+on its side)? Weight, CFG and window against the mode oracle's share, 20 samples per class.
 """
 
 from pathlib import Path
@@ -15,7 +20,7 @@ import ml_collections
 
 from ltg_jax import assets, cli
 
-VARIANTS = ("default", "test")
+VARIANTS = ("default", "world", "test")
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
@@ -36,6 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.weights = (1.0, 2.0, 4.0)
     config.grad_through = ("z0", "unet")
     config.grid_columns = 10
+    # Optional: a classifier of the samples' modes; the study then reports the share of
+    # `rare_mode` (leaving out classes whose mode it cannot tell) per setting and class.
+    config.mode_oracle = ""
+    config.rare_mode = "rotated"
+    config.mode_unscored_classes = ()
     # Cheaper guidance, each against the w = 2 rows: the gradient through the shipped tiny
     # decoder, every 2nd step only, or only the middle half of the steps.
     w2 = {"sampler.guidance.w": 2.0}
@@ -48,6 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"name": "w2_z0_middle", **w2, "sampler.guidance.grad_through": "z0",
          "sampler.guidance.start": 0.25, "sampler.guidance.end": 0.75},
     )  # fmt: skip
+    if variant == "world":
+        world_study(config)
     if variant == "test":
         config.ltg.samples_per_class = (1,)
         config.ltg.batch_size = 5
@@ -56,3 +68,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.grid_columns = 2
         config.extra = ()
     return config
+
+
+def world_study(config: ml_collections.ConfigDict) -> None:
+    """The world's models and mode oracle; weights through z0, then CFG off and windows."""
+    config.ltg.predictor = str(assets.WORLD_PREDICTOR_BUNDLE)
+    config.ltg.pipeline = str(assets.WORLD_LDM)
+    config.oracle = assets.WORLD_CLASS_ORACLE
+    config.mode_oracle = str(assets.WORLD_MODE_ORACLE)
+    config.mode_unscored_classes = ("Bag",)  # see configs/mine.py:world_benchmark
+    config.ltg.samples_per_class = (20,)
+    config.weights = (2.0, 4.0, 8.0)
+    config.grad_through = ("z0",)
+    z0 = {"sampler.guidance.grad_through": "z0"}
+    cfg1 = {"sampler.cfg_scale": 1.0}
+    config.extra = (
+        {"name": "w0_cfg1", "sampler.guidance.w": 0.0, **cfg1},
+        {"name": "w4_z0_cfg1", "sampler.guidance.w": 4.0, **z0, **cfg1},
+        {"name": "w8_z0_cfg1", "sampler.guidance.w": 8.0, **z0, **cfg1},
+        {"name": "w8_z0_early", "sampler.guidance.w": 8.0, **z0, "sampler.guidance.end": 0.4},
+        {"name": "w8_unet", "sampler.guidance.w": 8.0, "sampler.guidance.grad_through": "unet"},
+    )  # fmt: skip

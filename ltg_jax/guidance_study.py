@@ -4,14 +4,16 @@ For every (weight, grad_through) setting, the unguided baseline (w = 0) and the 
 settings (a tiny guidance decoder, a stride, a window), `run_ltg` draws the same plan of
 samples (same classes, counts, seed); we then report the mean longtail signals of the final
 images, the predictor's accuracy on them (lower = harder for it), the oracle's class fidelity
-(how much of the class survives) and the cost against unguided sampling: wall time (with
-compiles) and XLA's FLOPs of the run's steps. Each setting is its own resumable LTG run, so
-an interrupted study picks up where it stopped.
+(how much of the class survives), with a mode oracle (`config.mode_oracle`, e.g. the world
+benchmark's) the share of the samples in the rare mode, and the cost against unguided
+sampling: wall time (with compiles) and XLA's FLOPs of the run's steps. Each setting is its
+own resumable LTG run, so an interrupted study picks up where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -65,34 +67,78 @@ def run_flops(ltg: ml_collections.ConfigDict) -> float:
 
 
 def measure(
-    data: synthetic.SyntheticData, bundle: predictor.PredictorBundle, oracle, batch_size: int
+    data: synthetic.SyntheticData,
+    bundle: predictor.PredictorBundle,
+    oracle,
+    batch_size: int,
+    modes: ModeJudge | None = None,
 ) -> dict[str, Any]:
-    """Mean signals, predictor accuracy and oracle fidelity of one setting's samples."""
+    """Mean signals, predictor accuracy, oracle fidelity (and the rare mode's share, with a
+    mode oracle) of one setting's samples."""
     signals = {
         name: float(np.mean([row["signals"][name] for row in data.rows]))
         for name in SIGNALS_REPORTED
     }
     predicted = mining.oracle_probs(bundle, data.images, batch_size).argmax(-1)
     fidelity = mining.oracle_probs(oracle, data.images, batch_size).argmax(-1)
-    return {
-        **{f"mean_{k}": v for k, v in signals.items()},
-        "predictor_accuracy": float(np.mean(predicted == data.labels)),
-        "oracle_fidelity": float(np.mean(fidelity == data.labels)),
-        "samples": int(len(data.labels)),
-        "per_class": per_class(data, predicted == data.labels, fidelity == data.labels),
+    per_sample = {
+        "predictor_accuracy": predicted == data.labels,
+        "oracle_fidelity": fidelity == data.labels,
     }
+    out = {
+        **{f"mean_{k}": v for k, v in signals.items()},
+        "predictor_accuracy": float(np.mean(per_sample["predictor_accuracy"])),
+        "oracle_fidelity": float(np.mean(per_sample["oracle_fidelity"])),
+    }
+    if modes is not None:
+        rare = mining.oracle_probs(modes.oracle, data.images, batch_size).argmax(-1) == modes.rare
+        per_sample["rare_mode"] = rare
+        scored = ~np.isin(data.labels, modes.unscored)
+        out["rare_mode_rate"] = float(np.mean(rare[scored])) if scored.any() else float("nan")
+    out["samples"] = int(len(data.labels))
+    out["per_class"] = per_class(data, per_sample)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeJudge:
+    """A mode oracle, the id of the rare mode, and the classes whose mode it cannot tell."""
+
+    oracle: predictor.PredictorBundle
+    rare: int
+    unscored: tuple[int, ...]
+
+
+def mode_judge(config: ml_collections.ConfigDict, class_names) -> ModeJudge | None:
+    """config.mode_oracle as a ModeJudge; None without one."""
+    if not str(config.get("mode_oracle", "")):
+        return None
+    oracle = ltg_sampling.load_bundle(config.mode_oracle, "mode_oracle")
+    rare = str(config.rare_mode)
+    if rare not in oracle.class_names:
+        raise ValueError(
+            f"--config.rare_mode={rare!r} is not a class of the mode oracle "
+            f"{list(oracle.class_names)}"
+        )
+    unscored = ltg_sampling.config_names(config.mode_unscored_classes)
+    unknown = set(unscored) - set(class_names)
+    if unknown:
+        raise ValueError(
+            f"--config.mode_unscored_classes names {sorted(unknown)}, not classes of the "
+            f"predictor {list(class_names)}"
+        )
+    return ModeJudge(
+        oracle, oracle.class_names.index(rare), tuple(class_names.index(n) for n in unscored)
+    )
 
 
 def per_class(
-    data: synthetic.SyntheticData, predictor_correct: np.ndarray, oracle_correct: np.ndarray
+    data: synthetic.SyntheticData, per_sample: dict[str, np.ndarray]
 ) -> dict[str, dict[str, float]]:
-    """{class name: predictor accuracy, oracle fidelity} of one setting, in class-id order."""
+    """{class name: {metric: mean}} of one setting (per-sample booleans in), class-id order."""
     names = {int(row["class_id"]): str(row["class_name"]) for row in data.rows}
     return {
-        names[c]: {
-            "predictor_accuracy": float(np.mean(predictor_correct[data.labels == c])),
-            "oracle_fidelity": float(np.mean(oracle_correct[data.labels == c])),
-        }
+        names[c]: {metric: float(np.mean(v[data.labels == c])) for metric, v in per_sample.items()}
         for c in sorted(names)
     }
 
@@ -112,11 +158,14 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     workdir = Path(workdir)
     bundle = ltg_sampling.load_bundle(config.ltg.predictor)
     oracle = ltg_sampling.load_bundle(config.oracle, "oracle")
+    modes = mode_judge(config, bundle.class_names)
     with workdirs.claim(workdir):  # each setting's run_ltg claims its own subfolder
-        return _study(config, workdir, bundle, oracle)
+        return _study(config, workdir, bundle, oracle, modes)
 
 
-def _study(config: ml_collections.ConfigDict, workdir: Path, bundle, oracle) -> dict[str, Any]:
+def _study(
+    config: ml_collections.ConfigDict, workdir: Path, bundle, oracle, modes: ModeJudge | None
+) -> dict[str, Any]:
     """run_study's settings and outputs once the workdir is claimed."""
     rows, grid = [], []
     for setting in settings(config):
@@ -130,8 +179,10 @@ def _study(config: ml_collections.ConfigDict, workdir: Path, bundle, oracle) -> 
             "w": float(guide.w),
             "grad_through": "-" if float(guide.w) == 0 else str(guide.grad_through),
             "decoder": "tiny" if str(ltg.get("tiny_decoder", "")) else "full",
+            "cfg": float(ltg.sampler.cfg_scale),
+            "window": f"{float(guide.start):g}-{float(guide.end):g}",
         }
-        row.update(measure(data, bundle, oracle, int(config.ltg.batch_size)))
+        row.update(measure(data, bundle, oracle, int(config.ltg.batch_size), modes))
         row["wall_s"] = float(summary.get("wall_time_s", time.time() - tic))
         row["flops"] = run_flops(ltg)
         rows.append(row)
@@ -152,8 +203,10 @@ def _study(config: ml_collections.ConfigDict, workdir: Path, bundle, oracle) -> 
         for metric, title in (
             ("predictor_accuracy", "Predictor accuracy per class"),
             ("oracle_fidelity", "Oracle class fidelity per class"),
+            *([("rare_mode", f"Share of the rare mode ({config.rare_mode}) per class")]
+              if modes else []),
         )
-    )
+    )  # fmt: skip
     io.atomic_write_text(
         workdir / "guidance_study.md",
         f"# Guidance study\n\nsignal: `{config.ltg.signal}`, "

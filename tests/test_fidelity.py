@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from test_ltg_sampling import load_config
+from test_ltg_sampling import load_config, tiny_mode_oracle
 
 from ltg_jax import fidelity, io, ldm_training, models, predictor
 from ltg_jax.data import fashion_mnist
@@ -74,12 +74,7 @@ def test_fidelity_reports_oracle_agreement_and_resumes(tiny_folder, oracle_path,
 
 
 def test_fidelity_reports_the_mode_oracle_shares(tiny_folder, oracle_path, tmp_path):
-    net = predictor.ConvClassifier(widths=(4,), feature_dim=8, norm_groups=2, num_classes=2)
-    params = net.init(jax.random.key(2), jnp.zeros((1, 32, 32, 1)))["params"]
-    modes_path = predictor.save_predictor_bundle(
-        tmp_path / "modes.msgpack", net, {"predictor": params},
-        metadata={"classes": ["upright", "rotated"]},
-    )  # fmt: skip
+    modes_path = tiny_mode_oracle(tmp_path / "modes.msgpack")
     config = fidelity_config(tiny_folder, oracle_path)
     config.mode_oracle = str(modes_path)
     report = fidelity.run_fidelity(config, tmp_path / "run")

@@ -3,7 +3,13 @@
 import jax
 import numpy as np
 import pytest
-from test_ltg_sampling import load_config, tiny_bundle, tiny_pipeline
+from test_ltg_sampling import (
+    CLASS_NAMES,
+    load_config,
+    tiny_bundle,
+    tiny_mode_oracle,
+    tiny_pipeline,
+)
 
 from ltg_jax import guidance_study, io, models
 from ltg_jax import tiny_decoder_training as tdt
@@ -17,6 +23,8 @@ def study(tmp_path_factory):
     config.ltg.pipeline = str(tiny_pipeline(root / "pipeline"))
     config.ltg.predictor = str(tiny_bundle(root / "predictor.msgpack"))
     config.oracle = str(tiny_bundle(root / "oracle.msgpack", heads=False))
+    config.mode_oracle = str(tiny_mode_oracle(root / "modes.msgpack"))
+    config.mode_unscored_classes = (CLASS_NAMES[8],)
     # A random tiny decoder of the test VAE's shape (3 levels, 4 latent channels, grey).
     tiny_config = tdt.tiny_config_dict(
         {"channels": (4, 4, 4), "encoder_blocks": (1, 1, 1), "decoder_blocks": (1, 1, 1),
@@ -55,12 +63,17 @@ def test_study_compares_the_unguided_baseline_with_each_setting(study):
             values = [c[metric] for c in per_class.values()]
             assert set(values) <= {0.0, 1.0}
             assert np.isclose(np.mean(values), row[metric])
+        # The rare mode's share leaves out the unscored class (index 8); per class it is kept.
+        rare = [c["rare_mode"] for c in per_class.values()]
+        assert set(rare) <= {0.0, 1.0}
+        assert np.isclose(np.mean(rare[:8] + rare[9:]), row["rare_mode_rate"])
     # Same plan and seed: the same files in both settings, different pixels where guided.
     base = sorted(p.name for p in (workdir / "w0" / "data").rglob("*.png"))
     guided = sorted(p.name for p in (workdir / "w2_z0" / "data").rglob("*.png"))
     assert base == guided
     report = (workdir / "guidance_study.md").read_text()
     assert report.startswith("# Guidance study") and "Oracle class fidelity per class" in report
+    assert "Share of the rare mode (rotated) per class" in report
     assert io.load_png(workdir / "guidance_study.png").shape[0] == 4 * 33 + 1  # a row a setting
 
 

@@ -54,6 +54,13 @@ def tiny_bundle(path: Path, heads: bool = True, num_classes: int = 10) -> Path:
     return predictor.save_predictor_bundle(path, net, params, head, meta)
 
 
+def tiny_mode_oracle(path: Path) -> Path:
+    """A random upright / rotated classifier bundle (a mode oracle's shape)."""
+    b = predictor.load_predictor_bundle(tiny_bundle(path, heads=False, num_classes=2))
+    meta = {**b.metadata, "classes": ["upright", "rotated"]}
+    return predictor.save_predictor_bundle(path, b.predictor, b.params, None, meta)
+
+
 def tiny_pipeline(folder: Path) -> Path:
     """A random class-conditional folder (the configs/ldm.py:test and vae.py:test models)."""
     ldm, vae_cfg = load_config("ldm", "test"), load_config("vae", "test")

@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_ltg_sampling import stale_bundle, tiny_bundle, tiny_pipeline
+from test_ltg_sampling import stale_bundle, tiny_bundle, tiny_mode_oracle, tiny_pipeline
 
 from ltg_jax import cli, finetune, introspection, io, mining, predictor, report
 from ltg_jax.data import datasets, fashion_mnist, synthetic
@@ -438,10 +438,7 @@ def test_shifted_test_sets_and_a_mode_oracle_join_a_finished_run(models, finishe
 
     workdir = tmp_path / "mine"
     shutil.copytree(finished[0], workdir)
-    modes = tiny_bundle(tmp_path / "modes.msgpack", heads=False, num_classes=2)
-    b = predictor.load_predictor_bundle(modes)
-    meta = {**b.metadata, "classes": ["upright", "rotated"]}
-    predictor.save_predictor_bundle(modes, b.predictor, b.params, None, meta)
+    modes = tiny_mode_oracle(tmp_path / "modes.msgpack")
     config = config_for(models, **{"eval.shifts": ("rotate90", "noise"),
                                    "report.mode_oracle": str(modes)})  # fmt: skip
     out = mining.run_mining(config, workdir)
