@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model_dir = str(assets.EMBEDDED_LDM)
     config.oracle_bundle = str(assets.ORACLE_BUNDLE)  # a bundle or package.module:factory
     config.mode_oracle = ""  # optional: a classifier of the samples' modes (bundle or factory)
+    config.mode_unscored_classes = ()  # classes left out of the overall mode shares
     config.per_class = 1000 if variant == "default" else 100
     config.batch_size = 250 if variant == "default" else 100
     config.grid_per_class = 10
@@ -41,4 +42,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model_dir = str(assets.WORLD_LDM)
         config.oracle_bundle = assets.WORLD_CLASS_ORACLE
         config.mode_oracle = str(assets.WORLD_MODE_ORACLE)
+        config.mode_unscored_classes = ("Bag",)  # see configs/mine.py:world_benchmark
     return config

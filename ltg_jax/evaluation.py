@@ -62,6 +62,19 @@ def accuracy_report(
     return report
 
 
+def unscored_class_ids(
+    unscored: Sequence[str], class_names: Sequence[str], field: str = "mode_unscored_classes"
+) -> tuple[int, ...]:
+    """Ids of the classes left out of the mode shares; unknown names are refused."""
+    unknown = sorted(set(unscored) - set(class_names))
+    if unknown:
+        raise ValueError(
+            f"--config.{field} names {unknown}, which are not classes of the predictor "
+            f"{list(class_names)}"
+        )
+    return tuple(list(class_names).index(n) for n in unscored)
+
+
 def mode_shares(
     modes: np.ndarray,
     labels: np.ndarray,
@@ -80,7 +93,7 @@ def mode_shares(
         m = modes[picked]
         return {n: float(np.mean(m == j)) if m.size else None for j, n in enumerate(mode_names)}
 
-    scored = ~np.isin(labels, [class_names.index(n) for n in unscored])
+    scored = ~np.isin(labels, unscored_class_ids(unscored, class_names))
     return {
         "generated": shares(scored),
         "kept": shares(keep & scored),

@@ -27,6 +27,7 @@ from ltg_jax import (
     diffusion,
     evaluation,
     io,
+    ltg_sampling,
     metrics,
     parallel,
     sampling,
@@ -74,6 +75,8 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
         predictor_lib.load_predictor(config.mode_oracle) if str(config.mode_oracle) else None
     )
     classify_mode = oracle_classifier(mode_oracle) if mode_oracle else None
+    unscored = ltg_sampling.config_names(config.mode_unscored_classes)
+    evaluation.unscored_class_ids(unscored, oracle.class_names)  # refused before sampling
     num_classes = pipe.class_embedder.num_classes
     labels = class_major_labels(num_classes, int(config.per_class))
     batch = int(config.batch_size)
@@ -126,9 +129,13 @@ def run_fidelity(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
             modes = np.concatenate([np.asarray(done[b]["modes"]) for b in sorted(done)])
             shares = evaluation.mode_shares(
                 modes, all_labels, np.ones(modes.size, bool), mode_oracle.class_names,
-                oracle.class_names,
+                oracle.class_names, unscored,
             )  # fmt: skip
-            report["modes"] = {"overall": shares["generated"], "per_class": shares["per_class"]}
+            report["modes"] = {
+                "overall": shares["generated"],  # without the unscored classes
+                "per_class": shares["per_class"],
+                "unscored_classes": shares["unscored_classes"],
+            }
         report.update(
             samples=int(all_labels.size),
             num_steps=int(config.sample.num_steps),

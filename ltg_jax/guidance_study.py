@@ -22,7 +22,16 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from ltg_jax import io, ltg_sampling, metrics, mining, predictor, sampling, workdirs
+from ltg_jax import (
+    evaluation,
+    io,
+    ltg_sampling,
+    metrics,
+    mining,
+    predictor,
+    sampling,
+    workdirs,
+)
 from ltg_jax.data import synthetic
 
 SIGNALS_REPORTED = ("epistemic", "entropy", "energy")
@@ -121,14 +130,10 @@ def mode_judge(config: ml_collections.ConfigDict, class_names) -> ModeJudge | No
             f"{list(oracle.class_names)}"
         )
     unscored = ltg_sampling.config_names(config.mode_unscored_classes)
-    unknown = set(unscored) - set(class_names)
-    if unknown:
-        raise ValueError(
-            f"--config.mode_unscored_classes names {sorted(unknown)}, not classes of the "
-            f"predictor {list(class_names)}"
-        )
     return ModeJudge(
-        oracle, oracle.class_names.index(rare), tuple(class_names.index(n) for n in unscored)
+        oracle,
+        oracle.class_names.index(rare),
+        evaluation.unscored_class_ids(unscored, class_names),
     )
 
 

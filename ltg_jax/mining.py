@@ -194,12 +194,10 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
                 f"--config.report.rare_mode={rare!r} is not a class of the mode oracle "
                 f"{list(mode_oracle.class_names)}"
             )
-        unknown = set(ltg_sampling.config_names(config.report.mode_unscored_classes)) - set(names)
-        if unknown:
-            raise ValueError(
-                f"--config.report.mode_unscored_classes names {sorted(unknown)}, which are not "
-                f"classes of the predictor {list(names)}"
-            )
+        evaluation.unscored_class_ids(
+            ltg_sampling.config_names(config.report.mode_unscored_classes), names,
+            "report.mode_unscored_classes",
+        )  # fmt: skip
     seeds = list(config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--config.seeds={seeds}: give distinct seeds (at least 3 for a report)")

@@ -556,3 +556,5 @@ def test_mode_shares_leave_unscored_classes_out_of_the_overall_share():
     assert shares["unscored_classes"] == ["b"]
     every = evaluation.mode_shares(modes, labels, keep, ("upright", "rotated"), names)
     assert every["generated"]["rotated"] == pytest.approx(3 / 6)
+    with pytest.raises(ValueError, match=r"names \['Bag'\], which are not classes"):
+        evaluation.mode_shares(modes, labels, keep, ("upright", "rotated"), names, ("Bag",))
