@@ -75,6 +75,34 @@ def run_flops(ltg: ml_collections.ConfigDict) -> float:
     return sampling.run_flops(flops, sampler.config)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModeJudge:
+    """A mode oracle, the id of the rare mode, and the classes whose mode it cannot tell."""
+
+    oracle: predictor.PredictorBundle
+    rare: int
+    unscored: tuple[int, ...]
+
+
+def mode_judge(config: ml_collections.ConfigDict, class_names) -> ModeJudge | None:
+    """config.mode_oracle as a ModeJudge; None without one."""
+    if not str(config.get("mode_oracle", "")):
+        return None
+    oracle = ltg_sampling.load_bundle(config.mode_oracle, "mode_oracle")
+    rare = str(config.rare_mode)
+    if rare not in oracle.class_names:
+        raise ValueError(
+            f"--config.rare_mode={rare!r} is not a class of the mode oracle "
+            f"{list(oracle.class_names)}"
+        )
+    unscored = ltg_sampling.config_names(config.mode_unscored_classes)
+    return ModeJudge(
+        oracle,
+        oracle.class_names.index(rare),
+        evaluation.unscored_class_ids(unscored, class_names),
+    )
+
+
 def measure(
     data: synthetic.SyntheticData,
     bundle: predictor.PredictorBundle,
@@ -107,34 +135,6 @@ def measure(
     out["samples"] = int(len(data.labels))
     out["per_class"] = per_class(data, per_sample)
     return out
-
-
-@dataclasses.dataclass(frozen=True)
-class ModeJudge:
-    """A mode oracle, the id of the rare mode, and the classes whose mode it cannot tell."""
-
-    oracle: predictor.PredictorBundle
-    rare: int
-    unscored: tuple[int, ...]
-
-
-def mode_judge(config: ml_collections.ConfigDict, class_names) -> ModeJudge | None:
-    """config.mode_oracle as a ModeJudge; None without one."""
-    if not str(config.get("mode_oracle", "")):
-        return None
-    oracle = ltg_sampling.load_bundle(config.mode_oracle, "mode_oracle")
-    rare = str(config.rare_mode)
-    if rare not in oracle.class_names:
-        raise ValueError(
-            f"--config.rare_mode={rare!r} is not a class of the mode oracle "
-            f"{list(oracle.class_names)}"
-        )
-    unscored = ltg_sampling.config_names(config.mode_unscored_classes)
-    return ModeJudge(
-        oracle,
-        oracle.class_names.index(rare),
-        evaluation.unscored_class_ids(unscored, class_names),
-    )
 
 
 def per_class(
