@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown guidance_study variant {variant!r}; choose from {VARIANTS}.")
     config = ml_collections.ConfigDict()
-    config.ltg = _ltg_config("epistemic" if variant == "default" else "test")
+    config.ltg = _ltg_config("test" if variant == "test" else "epistemic")
     config.ltg.signal = "epistemic"
     config.ltg.samples_per_class = (40,)
     config.ltg.batch_size = 50

@@ -77,6 +77,11 @@ def test_study_compares_the_unguided_baseline_with_each_setting(study):
     assert io.load_png(workdir / "guidance_study.png").shape[0] == 4 * 33 + 1  # a row a setting
 
 
+def test_the_world_study_samples_with_the_full_sampler():
+    steps = {v: load_config("guidance_study", v).ltg.sampler.num_steps for v in ("world", "test")}
+    assert steps["world"] == load_config("guidance_study").ltg.sampler.num_steps > steps["test"]
+
+
 def test_settings_put_the_baseline_first():
     config = load_config("guidance_study")
     first = guidance_study.settings(config)[0]
