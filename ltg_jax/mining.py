@@ -859,8 +859,8 @@ def class_diagnostics(
             row[f"fidelity_{arm}"] = float(np.mean(fids)) if fids else None
             row[f"kept_{arm}"] = float(np.mean([s["kept_per_class"].get(name, 0) for s in sets]))
             if arm in reviewed:
-                data = reviewed[arm]
-                picked = data.images[data.keep & (data.labels == k)]
+                arm_data = reviewed[arm]
+                picked = arm_data.images[arm_data.keep & (arm_data.labels == k)]
                 has_both = len(picked) and not np.isnan(real_ink)
                 row[f"relative_ink_{arm}"] = ink(picked) / real_ink if has_both else None
         rows.append(row)
@@ -1050,9 +1050,9 @@ def mode_kpis(
     """LTG vs unguided on each shifted test set, and the rare mode's rate in their data."""
     out: dict[str, Any] = {}
     gains = {
-        shift: gain(s["arms"], "ltg", "unguided", "overall")
+        shift: g
         for shift, s in shifted.items()
-        if {"ltg", "unguided"} <= set(s["arms"])
+        if (g := gain(s["arms"], "ltg", "unguided", "overall")) is not None
     }
     if gains:
         out["shift_gain_vs_unguided"] = gains
