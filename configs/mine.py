@@ -125,6 +125,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # class probability >= oracle_tau; the same rule for both arms (label noise hurts either).
     config.review.oracle_filter = True
     config.review.oracle_tau = 0.3
+    # Stricter: also require the oracle's probability of the class to be >= this (0 = off);
+    # drops the samples guidance leaves near a class boundary (docs/medium_shot.md).
+    config.review.oracle_min_prob = 0.0
 
     # One schedule for every arm: AdamW, warmup + cosine, from the shipped predictor's params.
     config.finetune = ml_collections.ConfigDict()

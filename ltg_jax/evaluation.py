@@ -57,9 +57,25 @@ def accuracy_report(
         # Mean of per-class accuracies: the test set is balanced, so this equals the pooled one.
         report[group] = float(np.nanmean([by_index[k] for k in classes]))
     report["per_class"] = per_class
+    report["confused_with"] = confusions(labels, predictions, class_names)
     report["class_names"] = list(class_names)
     report["class_groups"] = {class_names[k]: g for g, ks in (groups or {}).items() for k in ks}
     return report
+
+
+def confusions(
+    labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str], top: int = 2
+) -> dict[str, dict[str, float]]:
+    """Per class, where its errors go: the `top` wrong classes and the share of the class's
+    examples predicted as each (what a per-class accuracy drop turns into)."""
+    out = {}
+    for k, name in enumerate(class_names):
+        wrong = predictions[(labels == k) & (predictions != k)]
+        counts = np.bincount(wrong, minlength=len(class_names))
+        total = max(int(np.sum(labels == k)), 1)
+        out[name] = {class_names[j]: float(counts[j] / total) for j in np.argsort(-counts)[:top]
+                     if counts[j]}  # fmt: skip
+    return out
 
 
 def unscored_class_ids(

@@ -182,6 +182,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> Inputs:
         check_manifest(config, arm, data)
     vlm_config(config)  # a bad endpoint fails now, not after the run
     eval_shifts(config)
+    check_filter(config)
     mode_oracle = None
     if str(config.report.mode_oracle):
         mode_oracle = ltg_sampling.load_bundle(config.report.mode_oracle, "report.mode_oracle")
@@ -419,12 +420,27 @@ def fidelity_report(labels: np.ndarray, probs: np.ndarray, class_names: Sequence
     return {"overall": overall, "per_class": per_class, "count": int(agree.size)}
 
 
-def oracle_keep(labels: np.ndarray, probs: np.ndarray, tau: float) -> np.ndarray:
-    """[N] bool: the oracle names the conditioning class, or gives it probability >= tau."""
+def oracle_keep(
+    labels: np.ndarray, probs: np.ndarray, tau: float, min_prob: float = 0.0
+) -> np.ndarray:
+    """[N] bool: the oracle names the conditioning class or gives it probability >= tau, and
+    gives it at least `min_prob` (a stricter filter for samples near a class boundary)."""
     if not len(labels):
         return np.zeros(0, bool)
     p_class = np.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
-    return (probs.argmax(-1) == labels) | (p_class >= tau)
+    return ((probs.argmax(-1) == labels) | (p_class >= tau)) & (p_class >= min_prob)
+
+
+def check_filter(config: ml_collections.ConfigDict) -> tuple[float, float]:
+    """(tau, min_prob) of config.review, refused unless both are probabilities."""
+    tau, min_prob = float(config.review.oracle_tau), float(config.review.oracle_min_prob)
+    for name, value in (("oracle_tau", tau), ("oracle_min_prob", min_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"--config.review.{name}={value}: give a probability in [0, 1] (the oracle's "
+                "probability of a sample's class)"
+            )
+    return tau, min_prob
 
 
 def to_image_shape(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -477,7 +493,7 @@ def review(
     fidelity = fidelity_report(loaded.labels, probs, inputs.class_names)
     by_oracle = 0
     if config.review.oracle_filter:
-        passed = oracle_keep(loaded.labels, probs, float(config.review.oracle_tau))
+        passed = oracle_keep(loaded.labels, probs, *check_filter(config))
         by_oracle = int((keep & ~passed).sum())
         keep &= passed
     modes = None
@@ -786,9 +802,11 @@ def write_report(
         + (" (none left: this arm trained on real data only)" if not s["kept"] else "")
         for arm, s in summaries.items()
     ]
+    tau, min_prob = check_filter(config)
     rule = (
         f"oracle filter on (keep a sample when the oracle's class is its conditioning class or "
-        f"the oracle gives that class probability >= tau = {float(config.review.oracle_tau)})"
+        f"the oracle gives that class probability >= tau = {tau}"
+        + (f", and that probability is >= {min_prob})" if min_prob > 0 else ")")
         if config.review.oracle_filter
         else "oracle filter off"
     )
@@ -838,15 +856,18 @@ def class_diagnostics(
     real: Mapping[str, np.ndarray],
     data: datasets.DatasetInfo,
 ) -> list[dict[str, Any]]:
-    """Per class, where synthetic data helps or hurts: each arm's accuracy (mean over runs),
-    LTG minus unguided, and for each synthetic arm its label fidelity and kept samples (means
-    over generation seeds) and the ink of its kept samples relative to the real images'."""
+    """Per class, where synthetic data helps or hurts: each arm's accuracy (mean over runs)
+    and where its errors go, LTG minus unguided, and for each synthetic arm its label
+    fidelity and kept samples (means over generation seeds) and the ink of its kept samples
+    relative to the real images'."""
     group_of = {k: g for g, ks in data.groups().items() for k in ks}
     rows = []
     for k, name in enumerate(data.class_names):
         row: dict[str, Any] = {"class": name, "group": group_of.get(k, "")}
         for arm, a in arms.items():
             row[f"accuracy_{arm}"] = a["per_class"][name]["mean"]
+            if "confused_with" in a:
+                row[f"confused_with_{arm}"] = a["confused_with"][name]
         if {"ltg", "unguided"} <= set(arms):
             row["ltg_minus_unguided"] = row["accuracy_ltg"] - row["accuracy_unguided"]
         real_ink = ink(real["image"][real["label"] == k])

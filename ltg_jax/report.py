@@ -26,6 +26,23 @@ def aggregate_arm(seed_reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     names = list(seed_reports[0]["per_class"])
     out["per_class"] = {n: mean_std([r["per_class"][n] for r in seed_reports]) for n in names}
     out["per_seed"] = [{g: r[g] for g in GROUP_KEYS} for r in seed_reports]
+    if all("confused_with" in r for r in seed_reports):  # runs evaluated before it lack it
+        out["confused_with"] = mean_confusions([r["confused_with"] for r in seed_reports])
+    return out
+
+
+def mean_confusions(
+    reports: Sequence[Mapping[str, Mapping[str, float]]], top: int = 2
+) -> dict[str, dict[str, float]]:
+    """Per class, the `top` wrong classes by their share averaged over runs (a class that
+    was not among a run's top confusions counts 0 there)."""
+    out = {}
+    for name in reports[0]:
+        shares: dict[str, float] = {}
+        for r in reports:
+            for other, share in r[name].items():
+                shares[other] = shares.get(other, 0.0) + share / len(reports)
+        out[name] = dict(sorted(shares.items(), key=lambda kv: -kv[1])[:top])
     return out
 
 
@@ -304,12 +321,16 @@ def diagnostic_lines(report: Mapping[str, Any]) -> list[str]:
     if not rows or "ltg_minus_unguided" not in rows[0]:
         return []
     cell = lambda v, f: "n/a" if v is None else format(v, f)
+    confused = "confused_with_ltg" in rows[0] and "confused_with_unguided" in rows[0]
     lines = ["", "## Per class: where LTG data helps and hurts", "",
              "Accuracy: means over runs. Fidelity and kept: LTG / unguided, means over "
              "generation seeds. Ink: the kept samples' mean brightness over the real images' "
-             "(below 1: fainter).", "",
-             "| class | group | real | unguided | ltg | ltg - unguided | fidelity | kept | ink |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "(below 1: fainter)."
+             + (" Errors go to: the class's most frequent wrong prediction and its share of "
+                "the class's test images, LTG / unguided." if confused else ""), "",
+             "| class | group | real | unguided | ltg | ltg - unguided | fidelity | kept | ink |"
+             + (" errors go to |" if confused else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if confused else "")]  # fmt: skip
     for r in rows:
         real = cell(r.get("accuracy_real"), ".3f")
         lines.append(
@@ -319,8 +340,18 @@ def diagnostic_lines(report: Mapping[str, Any]) -> list[str]:
             f"{cell(r.get('fidelity_unguided'), '.2f')} | {r.get('kept_ltg', 0):.0f} / "
             f"{r.get('kept_unguided', 0):.0f} | {cell(r.get('relative_ink_ltg'), '.2f')} / "
             f"{cell(r.get('relative_ink_unguided'), '.2f')} |"
-        )
+            + (f" {top_confusion(r['confused_with_ltg'])} / "
+               f"{top_confusion(r['confused_with_unguided'])} |" if confused else "")
+        )  # fmt: skip
     return lines
+
+
+def top_confusion(confused_with: Mapping[str, float]) -> str:
+    """'Sneaker 0.031': the most frequent wrong class and its share ('none' without errors)."""
+    if not confused_with:
+        return "none"
+    other, share = max(confused_with.items(), key=lambda kv: kv[1])
+    return f"{other} {share:.3f}"
 
 
 def generation_lines(arms: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -21,6 +21,10 @@ def test_accuracy_report_by_group_and_class():
     assert report["medium"] == pytest.approx(1.0)
     assert report["few"] == pytest.approx(0.5)
     assert report["per_class"][fashion_mnist.CLASS_NAMES[0]] == pytest.approx(0.5)
+    # Where the errors went: half of class 0 (and of each few class) became Sandal.
+    confused = report["confused_with"]
+    assert confused["T-shirt/top"] == {"Sandal": 0.5} == confused["Ankle boot"]
+    assert confused["Trouser"] == {}
     rows = evaluation.per_class_rows(report)
     assert [r["group"] for r in rows[6:8]] == ["medium", "few"]
 

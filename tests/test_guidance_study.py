@@ -67,6 +67,11 @@ def test_study_compares_the_unguided_baseline_with_each_setting(study):
         rare = [c["rare_mode"] for c in per_class.values()]
         assert set(rare) <= {0.0, 1.0}
         assert np.isclose(np.mean(rare[:8] + rare[9:]), row["rare_mode_rate"])
+        # Faithful rare samples are rare samples the oracle still names as their class.
+        faithful = [c["faithful_rare_mode"] for c in per_class.values()]
+        fidelity = [c["oracle_fidelity"] for c in per_class.values()]
+        assert faithful == [r * f for r, f in zip(rare, fidelity, strict=True)]
+        assert np.isclose(np.mean(faithful[:8] + faithful[9:]), row["faithful_rare_mode_rate"])
     # Same plan and seed: the same files in both settings, different pixels where guided.
     base = sorted(p.name for p in (workdir / "w0" / "data").rglob("*.png"))
     guided = sorted(p.name for p in (workdir / "w2_z0" / "data").rglob("*.png"))
@@ -74,6 +79,8 @@ def test_study_compares_the_unguided_baseline_with_each_setting(study):
     report = (workdir / "guidance_study.md").read_text()
     assert report.startswith("# Guidance study") and "Oracle class fidelity per class" in report
     assert "Share of the rare mode (rotated) per class" in report
+    assert "that the oracle still names as its class, per class" in report
+    assert io.load_png(workdir / "guidance_study_modes.png").ndim == 3
     assert io.load_png(workdir / "guidance_study.png").shape[0] == 4 * 33 + 1  # a row a setting
 
 

@@ -101,13 +101,17 @@ def test_report_has_every_arm_seed_and_file(finished):
         assert r["accuracy_ltg"] == saved["arms"]["ltg"]["per_class"][r["class"]]["mean"]
         assert r["ltg_minus_unguided"] == pytest.approx(r["accuracy_ltg"] - r["accuracy_unguided"])
         assert r["kept_ltg"] == saved["synthetic"]["ltg"]["kept_per_class"][r["class"]]
+        # Where the class's errors go, averaged over runs: shares no larger than its error.
+        lost = sum(r["confused_with_ltg"].values())
+        assert r["class"] not in r["confused_with_ltg"] and len(r["confused_with_ltg"]) <= 2
+        assert lost <= 1.0 - r["accuracy_ltg"] + 1e-9
         if k in fashion_mnist.GROUPS["few"]:  # the only classes the test variant generates
             assert r["kept_ltg"] == 2 and r["fidelity_ltg"] is not None
         else:
             assert r["relative_ink_ltg"] is None and r["fidelity_ltg"] is None
     by_name = {r["class"]: r for r in diagnostics}
     assert by_name["Sneaker"]["relative_ink_ltg"] > 0 and by_name["Bag"]["relative_ink_ltg"] > 0
-    assert "## Per class: where LTG data helps and hurts" in md
+    assert "## Per class: where LTG data helps and hurts" in md and "errors go to |" in md
 
 
 def test_unguided_arm_has_same_plan_and_seed_with_w0(finished):
@@ -308,6 +312,13 @@ def test_manifest_and_oracle_filter(models, finished, tmp_path):
     labels = np.array([0, 1, 2])
     probs = np.array([[0.6, 0.4, 0.0], [0.7, 0.25, 0.05], [0.5, 0.1, 0.4]])
     np.testing.assert_array_equal(mining.oracle_keep(labels, probs, 0.3), [True, False, True])
+    # The stricter filter also drops the third sample, which tau alone kept (p = 0.4).
+    np.testing.assert_array_equal(
+        mining.oracle_keep(labels, probs, 0.3, min_prob=0.55), [True, False, False]
+    )
+    config.review.oracle_min_prob = 1.5
+    with pytest.raises(ValueError, match=r"review.oracle_min_prob=1.5: give a probability"):
+        mining.check_inputs(config)
 
 
 def test_manifest_naming_unknown_files_is_refused(models, finished, tmp_path):
@@ -419,6 +430,12 @@ def test_aggregate_and_verdict():
     worse = report.aggregate_arm([{**r, "few": r["few"] - 0.5} for r in reps])
     assert "beats" in mining.verdict({"ltg": arm, "unguided": worse})
     assert "within the seed spread" in mining.verdict({"ltg": arm, "unguided": arm})
+    assert "confused_with" not in arm  # runs evaluated before confusions were recorded
+    # Confusions average over runs, a wrong class missing from a run's top counting 0 there.
+    runs = [{"a": {"b": 0.2, "c": 0.1}}, {"a": {"c": 0.3}}, {"a": {"d": 0.05, "b": 0.1}}]
+    with_runs = [r | {"confused_with": c} for r, c in zip(reps + reps[:1], runs, strict=True)]
+    averaged = report.aggregate_arm(with_runs)
+    assert averaged["confused_with"]["a"] == pytest.approx({"c": 0.4 / 3, "b": 0.1})
 
 
 def test_entrypoint_defaults_to_the_mine_config():
