@@ -213,12 +213,14 @@ def finetune_and_evaluate(
 
     `eval_arrays` maps split name -> {'image', 'label'}. Returns {split: report, 'train': info}.
     A finished run asked for splits it was not evaluated on (e.g. shifted test sets added
-    later) restores its last checkpoint and evaluates only those.
+    later), or evaluated before reports said where errors go, restores its last checkpoint
+    and evaluates only those.
     """
     workdir = Path(workdir)
     result: dict[str, Any] = {}
     if (workdir / EVAL_FILE).is_file():
-        result = io.read_json(workdir / EVAL_FILE)
+        saved = io.read_json(workdir / EVAL_FILE)
+        result = {k: v for k, v in saved.items() if k not in eval_arrays or "confused_with" in v}
         if all(split in result for split in eval_arrays):
             return result  # finished before: nothing to redo
     params, info = finetune(bundle, real, synthetic, train_config, seed, workdir, desc=desc)
