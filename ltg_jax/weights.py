@@ -238,7 +238,7 @@ _COMPONENTS = {
     "text_encoder_2": "model",
     "class_embedder": "diffusion_pytorch_model",
 }
-TOKENIZERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")  # CLIP text models (SD, SDXL)
 
 
 def _build(name: str, config: dict, dtype: Dtype, remat: str, source: str) -> Any:
@@ -247,7 +247,7 @@ def _build(name: str, config: dict, dtype: Dtype, remat: str, source: str) -> An
         return unet_from_config(config, dtype=dtype, remat=remat, source=source)
     if name == "vae":
         return vae_from_config(config, dtype=dtype, remat=remat, source=source)
-    if name in TOKENIZERS:
+    if name in TEXT_ENCODERS:
         return clip_from_config(config, dtype=dtype, source=source)
     return class_embedder_from_config(config, source=source)
 
