@@ -70,6 +70,7 @@ STAGES_FILE = "stages.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 SELECTION_JSON = "selection.json"
+MODE_PARTS = ("generated", "kept")  # the samples an arm's mode shares are of
 SELECT_VARIANTS = ("select", "world_select")  # configs/mine.py variants that run the sweep
 TRAINED_ON_FILE = "trained_on.json"
 REVIEW_DIR = "review"
@@ -924,7 +925,7 @@ def mode_summary(
         return {}
     rare = str(config.report.rare_mode)
     rates = {
-        name: {part: s["modes"][part][rare] for part in ("generated", "kept")}
+        name: {part: s["modes"][part][rare] for part in MODE_PARTS}
         for name, s in summaries.items()
     }
     per_class = {
@@ -1190,7 +1191,8 @@ def _select(
             **{split: {g: agg[g] for g in report.GROUP_KEYS} for split, agg in aggs.items()},
             "label_fidelity": summary.get("label_fidelity", {}).get("overall"),
             "kept": summary.get("kept"),
-            "modes": summary.get("modes", {}).get("kept"),
+            # The mode oracle's shares of the generated and of the kept samples.
+            "modes": {k_: v for k_, v in summary.get("modes", {}).items() if k_ in MODE_PARTS},
         }
     picks = [n for n in rows if n not in ("real", "unguided")]
     best = max(picks, key=lambda n: selection_key(rows[n][rank_by], rank_group)) if picks else None

@@ -269,7 +269,8 @@ def test_headline_lists_three_arms(finished):
 
 @pytest.mark.slow
 def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
-    config = config_for(models, **{"eval.split": "validation"})
+    modes = tiny_mode_oracle(tmp_path / "modes.msgpack")
+    config = config_for(models, **{"eval.split": "validation", "report.mode_oracle": str(modes)})
     config.seeds = (0,)
     with pytest.raises(ValueError, match="validation, never test"):
         mining.run_selection(config_for(models), tmp_path / "refused")
@@ -288,6 +289,12 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
     rows = synthetic.read_rows(tmp_path / "select" / "candidates" / "w2_entropy" / "data")
     assert {r["guidance"] for r in rows} == {"entropy"} and {r["w"] for r in rows} == {2.0}
     assert io.read_json(tmp_path / "select" / mining.SELECTION_JSON)["best"] == out["best"]
+    # Each synthetic candidate records the mode oracle's shares, generated and kept.
+    for name in ("unguided", "w1", "w2_entropy"):
+        shares = out["candidates"][name]["modes"]
+        assert set(shares) == {"generated", "kept"}
+        assert sum(shares["generated"].values()) == pytest.approx(1.0)
+    assert out["candidates"]["real"]["modes"] == {}
 
 
 # ---------------------------------------------------------------- review and bad input
