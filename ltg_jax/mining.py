@@ -925,8 +925,7 @@ def mode_summary(
         return {}
     rare = str(config.report.rare_mode)
     rates = {
-        name: {part: s["modes"][part][rare] for part in MODE_PARTS}
-        for name, s in summaries.items()
+        name: {part: s["modes"][part][rare] for part in MODE_PARTS} for name, s in summaries.items()
     }
     per_class = {
         name: {c: s["modes"]["per_class"].get(c, {}).get(rare) for c in inputs.class_names}
