@@ -10,8 +10,8 @@ python -m sample.fidelity --config configs/fidelity.py:quick --workdir runs/fide
 python -m sample.fidelity --config configs/fidelity.py:world --workdir runs/world_fidelity
 (the ground-truth benchmark's LDM, 100 per class, judged by the world's mode-aware class
 oracle; the mode oracle gives the share of garments lying on their side, the rare mode, of
-which the LDM's training split holds 10%. Add --config.sample.cfg_scale=1 for the
-unconditional-free sampler.)
+which the LDM's training split holds 10%. --config.sample.cfg_scale=S measures another
+scale: the benchmark samples at ltg_jax.assets.WORLD_CFG_SCALE, figures in docs/world.md.)
 """
 
 import ml_collections

@@ -72,12 +72,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def world_study(config: ml_collections.ConfigDict) -> None:
-    """The world's models and mode oracle; weights through z0, then CFG off and windows."""
+    """The world's models, mode oracle and sampler (CFG 2); weights through z0, then CFG off,
+    an early window and the gradient through the UNet."""
     config.ltg.predictor = str(assets.WORLD_PREDICTOR_BUNDLE)
     config.ltg.pipeline = str(assets.WORLD_LDM)
     config.oracle = assets.WORLD_CLASS_ORACLE
     config.mode_oracle = str(assets.WORLD_MODE_ORACLE)
     config.mode_unscored_classes = ("Bag",)  # see configs/mine.py:world_benchmark
+    config.ltg.sampler.cfg_scale = assets.WORLD_CFG_SCALE
     config.ltg.samples_per_class = (20,)
     config.weights = (2.0, 4.0, 8.0)
     config.grad_through = ("z0",)

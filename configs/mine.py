@@ -266,13 +266,7 @@ def world_benchmark(config: ml_collections.ConfigDict) -> None:
                    "ltg+logit_adjusted")  # fmt: skip
     config.curve.split = "test+rotate90"  # the rare-mode group's accuracy, every class
     config.curve.group = "overall"
-    config.ltg.sampler.cfg_scale = WORLD_CFG_SCALE  # both synthetic arms
-
-
-# The world LDM's unguided samples (configs/fidelity.py:world, 100 per class, Bag left out):
-# CFG 3 keeps the class (0.956) but draws 0.9% on their side; CFG 1 draws 7.1% at 0.761; CFG 2
-# sits between (2.2% at 0.922), the one scale with the mode in reach at >= 0.85 fidelity.
-WORLD_CFG_SCALE = 2.0
+    config.ltg.sampler.cfg_scale = assets.WORLD_CFG_SCALE  # both synthetic arms
 
 
 WORLD_GUIDANCE_CHOICE = (
