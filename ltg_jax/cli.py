@@ -6,6 +6,7 @@ import importlib.resources
 import importlib.util
 import os
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,8 +198,13 @@ def load_config_file(
     A config that builds on another one (and a test) loads it
     with this rather than an import that would depend on the working directory.
     """
+    return load_config_module(path).get_config(variant)
+
+
+def load_config_module(path: str | os.PathLike) -> types.ModuleType:
+    """The module of a config file, loaded by path (its get_config, VARIANTS, ...)."""
     path = Path(path)
     spec = importlib.util.spec_from_file_location(f"ltg_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return module

@@ -5,7 +5,9 @@ import subprocess
 import sys
 import tomllib
 
-from ltg_jax import cli
+import pytest
+
+from ltg_jax import assets, cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,6 +22,34 @@ def test_config_names_resolve_to_the_shipped_files(tmp_path):
     own.write_text("")
     assert cli.resolve_config_args(["p", f"--config={own}:a"]) == ["p", f"--config={own}:a"]
     assert cli.shipped_config("no_such_config") is None
+
+
+SHIPPED_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
+def test_every_variant_of_a_shipped_config_builds_on_shipped_files(path):
+    """The variants no other test runs (world, select, ...) break here, not in a user's run."""
+    variants = cli.load_config_module(path).VARIANTS
+    for variant in variants:
+        flat = cli.load_config_file(path, variant).to_dict()
+        for value in _leaves(flat):
+            if isinstance(value, str) and value.startswith(str(assets.ASSETS)):
+                assert pathlib.Path(value).exists(), f"{path.name}:{variant} names {value}"
+    with pytest.raises(ValueError, match="choose from"):
+        cli.load_config_file(path, "no_such_variant")
+
+
+def _leaves(tree):
+    """Every leaf value of a nested dict/list/tuple."""
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _leaves(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _leaves(value)
+    else:
+        yield tree
 
 
 def test_help_lists_the_flags():
