@@ -14,10 +14,11 @@ Variants (`--config configs/mine.py:VARIANT`):
            every arm and baseline, 3 generation x 3 fine-tuning seeds, the rare-mode test
            group test+rotate90 and the mode oracle's shares.
              python -m sample.mine --config configs/mine.py:world --workdir=runs/world
-           2,736 s on 2 cores (2026-12-03). test+rotate90: real 0.308 ± 0.007, unguided
-           0.288 ± 0.022, ltg 0.257 ± 0.018; rotated share of the generated images LTG 0.184 vs
-           unguided 0.034 at LTG class fidelity 0.17 (goals not met; why: docs/world.md).
-  world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 28 min).
+           2,566 s on 2 cores (2026-12-03, the 6,000-step world LDM, CFG 2). test+rotate90:
+           real 0.308 ± 0.007, unguided 0.293 ± 0.017, ltg 0.320 ± 0.031; rotated share of
+           the generated images LTG 0.260 vs unguided 0.012 at LTG class fidelity 0.34 (goals
+           not met: inside the spread, fidelity below 0.85; docs/world.md).
+  world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 32 min).
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,
            --config.predictor, --config.oracle).
 
