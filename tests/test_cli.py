@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tomllib
 
+import jax
 import pytest
 
 from ltg_jax import assets, cli
@@ -32,24 +33,11 @@ def test_every_variant_of_a_shipped_config_builds_on_shipped_files(path):
     """The variants no other test runs (world, select, ...) break here, not in a user's run."""
     variants = cli.load_config_module(path).VARIANTS
     for variant in variants:
-        flat = cli.load_config_file(path, variant).to_dict()
-        for value in _leaves(flat):
+        for value in jax.tree.leaves(cli.load_config_file(path, variant).to_dict()):
             if isinstance(value, str) and value.startswith(str(assets.ASSETS)):
                 assert pathlib.Path(value).exists(), f"{path.name}:{variant} names {value}"
     with pytest.raises(ValueError, match="choose from"):
         cli.load_config_file(path, "no_such_variant")
-
-
-def _leaves(tree):
-    """Every leaf value of a nested dict/list/tuple."""
-    if isinstance(tree, dict):
-        for value in tree.values():
-            yield from _leaves(value)
-    elif isinstance(tree, (list, tuple)):
-        for value in tree:
-            yield from _leaves(value)
-    else:
-        yield tree
 
 
 def test_help_lists_the_flags():
