@@ -188,7 +188,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.select = ml_collections.ConfigDict()
     config.select.rank_by = "validation"  # or a shifted validation split, e.g. validation+rotate90
     config.select.rank_group = "few"  # many | medium | few | overall
-    # Sized to run in ~10 min on 2 cores: signal, weight and grad_through, one at a time.
+    # Each candidate names keys of the ltg config, or finetune.* / review.* keys (the
+    # fine-tuning mix, the filter). Sized to run in ~10 min on 2 cores: signal, weight and
+    # grad_through, one at a time.
     config.select.candidates = (
         {"name": "epistemic_w2", "signal": "epistemic", "sampler.guidance.w": 2.0,
          "sampler.guidance.grad_through": "z0"},

@@ -1115,14 +1115,30 @@ def headline(out: Mapping[str, Any], workdir: str | os.PathLike) -> str:
 # ================================================================ guidance selection (validation)
 
 
+# Candidate keys under these blocks change the loop's fine-tuning mix or filter; every other
+# key is a key of the ltg (sampling) config.
+LOOP_CANDIDATE_BLOCKS = ("finetune.", "review.")
+
+
 def candidate_config(
     config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
 ) -> ml_collections.ConfigDict:
-    """config.ltg with one candidate's overrides (dotted keys of the ltg config)."""
-    ltg = copy.deepcopy(config.ltg)
-    ltg.update_from_flattened_dict({k: v for k, v in overrides.items() if k != "name"})
+    """The loop config of one candidate: its dotted overrides of config.ltg, or of
+    config.finetune / config.review where a key starts with that block."""
+    keys = {k: v for k, v in overrides.items() if k != "name"}
+    loop = {k: v for k, v in keys.items() if k.startswith(LOOP_CANDIDATE_BLOCKS)}
+    # ConfigDict would add a misspelt key as a new leaf: the candidate would silently be a
+    # copy of the default.
+    known = set(run_record.flatten(run_record.plain(config)))
+    unknown = [k for k in keys if (k if k in loop else f"ltg.{k}") not in known]
+    if unknown:
+        raise ValueError(
+            f"select candidate {overrides.get('name')!r}: unknown keys {unknown}; a candidate "
+            f"names keys of the ltg config, or of {[b[:-1] for b in LOOP_CANDIDATE_BLOCKS]}"
+        )
     out = copy.deepcopy(config)
-    out.ltg = ltg
+    out.ltg.update_from_flattened_dict({k: v for k, v in keys.items() if k not in loop})
+    out.update_from_flattened_dict(loop)
     return out
 
 

@@ -297,6 +297,24 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
     assert out["candidates"]["real"]["modes"] == {}
 
 
+def test_candidates_change_sampling_mix_or_filter_and_misspelt_keys_are_refused():
+    config = mine_config("world_select")
+    for candidate in config.select.candidates:  # every shipped candidate builds
+        mining.candidate_config(config, candidate)
+    picked = mining.candidate_config(
+        config,
+        {"name": "mix", "sampler.guidance.end": 0.4, "finetune.synthetic_fraction": 0.5,
+         "review.oracle_min_prob": 0.9},
+    )  # fmt: skip
+    assert picked.ltg.sampler.guidance.end == 0.4
+    assert (picked.finetune.synthetic_fraction, picked.review.oracle_min_prob) == (0.5, 0.9)
+    assert config.finetune.synthetic_fraction == 0.25  # the sweep's own config is untouched
+    with pytest.raises(ValueError, match=r"unknown keys \['sampler.guidance.ed', 'finetune.lr'\]"):
+        mining.candidate_config(
+            config, {"name": "typo", "sampler.guidance.ed": 0.4, "finetune.lr": 1e-3}
+        )
+
+
 # ---------------------------------------------------------------- review and bad input
 
 
