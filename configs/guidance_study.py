@@ -19,6 +19,12 @@ those still their class; guidance_study_modes.png), 20 samples per class, about 
 The same at the low-fidelity-cost end the benchmark's goal asks for (rare mode >= 3x unguided
 at >= 0.85 class fidelity): small weights through the UNet, the early window through the
 UNet, and guidance under a stronger CFG (3) that holds the class.
+
+  python -m sample.guidance_study --config configs/guidance_study.py:world_goal \
+      --workdir runs/world_goal
+The goal check on fresh seeds, 60 samples per class: world_frontier's pick (the most rotated
+garments at >= 0.85 fidelity) against unguided at CFG 2 (the benchmark's) and CFG 1.5 (the
+unguided sampler with the most rotated garments above 0.85).
 """
 
 from pathlib import Path
@@ -27,7 +33,7 @@ import ml_collections
 
 from ltg_jax import assets, cli
 
-VARIANTS = ("default", "world", "world_frontier", "test")
+VARIANTS = ("default", "world", "world_frontier", "world_goal", "test")
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
@@ -65,10 +71,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"name": "w2_z0_middle", **w2, "sampler.guidance.grad_through": "z0",
          "sampler.guidance.start": 0.25, "sampler.guidance.end": 0.75},
     )  # fmt: skip
-    if variant in ("world", "world_frontier"):
+    if variant in ("world", "world_frontier", "world_goal"):
         world_study(config)
     if variant == "world_frontier":
         world_frontier(config)
+    if variant == "world_goal":
+        world_goal(config)
     if variant == "test":
         config.ltg.samples_per_class = (1,)
         config.ltg.batch_size = 5
@@ -110,7 +118,7 @@ def world_frontier(config: ml_collections.ConfigDict) -> None:
     config.grad_through = ("unet",)
     unet = {"sampler.guidance.grad_through": "unet"}
     early = {"sampler.guidance.end": 0.4}
-    cfg3 = {"sampler.cfg_scale": 3.0}
+    cfg3, cfg4 = {"sampler.cfg_scale": 3.0}, {"sampler.cfg_scale": 4.0}
     config.extra = (
         {"name": "w4_unet_early", "sampler.guidance.w": 4.0, **unet, **early},
         {"name": "w8_unet_early", "sampler.guidance.w": 8.0, **unet, **early},
@@ -119,4 +127,32 @@ def world_frontier(config: ml_collections.ConfigDict) -> None:
         {"name": "w4_unet_cfg3", "sampler.guidance.w": 4.0, **unet, **cfg3},
         {"name": "w8_unet_cfg3", "sampler.guidance.w": 8.0, **unet, **cfg3},
         {"name": "w1_z0", "sampler.guidance.w": 1.0, "sampler.guidance.grad_through": "z0"},
+        # CFG holds the class while the UNet gradient turns the garment: the scales around it.
+        {"name": "w1_unet_cfg3", "sampler.guidance.w": 1.0, **unet, **cfg3},
+        {"name": "w1.5_unet_cfg3", "sampler.guidance.w": 1.5, **unet, **cfg3},
+        WORLD_GOAL_PICK,  # w 2 through the UNet, noisiest 40%, CFG 3
+        {"name": "w0_cfg4", "sampler.guidance.w": 0.0, **cfg4},
+        {"name": "w2_unet_cfg4", "sampler.guidance.w": 2.0, **unet, **cfg4},
+        {"name": "w3_unet_cfg4", "sampler.guidance.w": 3.0, **unet, **cfg4},
     )  # fmt: skip
+
+
+# world_frontier's pick: the most rotated garments at >= 0.85 class fidelity (seed 0).
+WORLD_GOAL_PICK = {
+    "name": "w2_unet_early_cfg3",
+    "sampler.guidance.w": 2.0,
+    "sampler.guidance.grad_through": "unet",
+    "sampler.guidance.end": 0.4,
+    "sampler.cfg_scale": 3.0,
+}
+
+
+def world_goal(config: ml_collections.ConfigDict) -> None:
+    """WORLD_GOAL_PICK and the two unguided references, on seeds the frontier never drew."""
+    config.ltg.seed = 1
+    config.ltg.samples_per_class = (60,)
+    config.weights = ()
+    config.extra = (
+        {"name": "w0_cfg1.5", "sampler.guidance.w": 0.0, "sampler.cfg_scale": 1.5},
+        WORLD_GOAL_PICK,
+    )

@@ -243,6 +243,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.select.candidates = (
             {"name": "w1", "sampler.guidance.w": 1.0},
             {"name": "w2_entropy", "signal": "entropy", "sampler.guidance.w": 2.0},
+            # w1's samples, half of each fine-tuning batch synthetic
+            {"name": "w1_half", "sampler.guidance.w": 1.0, "finetune.synthetic_fraction": 0.5},
         )
     return config
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -1186,6 +1187,9 @@ def _select(
     rows: dict[str, dict[str, Any]] = {}
     candidates = [dict(c) for c in config.select.candidates]
     runs = [("real", None), ("unguided", None)] + [(str(c["name"]), c) for c in candidates]
+    # A candidate that changes only the fine-tuning mix or the filter fine-tunes on the
+    # samples of the first candidate with its sampling config (keyed by that config).
+    sampled_into: dict[str, Path] = {}
     for name, cand in runs:
         cfg = config if cand is None else candidate_config(config, cand)
         sub = workdir / "candidates" / name
@@ -1194,7 +1198,9 @@ def _select(
             syn_arrays, summary = empty_arrays(real), {}
         else:
             arm = "unguided" if name == "unguided" else "ltg"
-            data = generate_into(cfg, sub, arm, inputs.data, stages)
+            sampling = run_record.plain(arm_ltg_config(cfg, arm, inputs.data))
+            source = sampled_into.setdefault(json.dumps(sampling, sort_keys=True), sub)
+            data = generate_into(cfg, source, arm, inputs.data, stages)
             arm_data = review(cfg, arm, data, inputs)
             syn_arrays, summary = arm_data.training_arrays(), arm_data.summary
         res = finetune_arm(

@@ -275,10 +275,10 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
     with pytest.raises(ValueError, match="validation, never test"):
         mining.run_selection(config_for(models), tmp_path / "refused")
     out = mining.run_selection(config, tmp_path / "select")
-    assert set(out["candidates"]) == {"real", "unguided", "w1", "w2_entropy"}
-    assert out["best"] in ("w1", "w2_entropy")
+    assert set(out["candidates"]) == {"real", "unguided", "w1", "w2_entropy", "w1_half"}
+    assert out["best"] in ("w1", "w2_entropy", "w1_half")
     best = out["candidates"][out["best"]]["validation"]
-    for name in ("w1", "w2_entropy"):
+    for name in ("w1", "w2_entropy", "w1_half"):
         assert mining.selection_key(out["candidates"][name]["validation"]) <= (
             mining.selection_key(best)
         )
@@ -289,6 +289,18 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
     rows = synthetic.read_rows(tmp_path / "select" / "candidates" / "w2_entropy" / "data")
     assert {r["guidance"] for r in rows} == {"entropy"} and {r["w"] for r in rows} == {2.0}
     assert io.read_json(tmp_path / "select" / mining.SELECTION_JSON)["best"] == out["best"]
+    # w1_half changes only the mix: it fine-tunes on w1's samples, drawn once.
+    candidates = tmp_path / "select" / "candidates"
+    assert not (candidates / "w1_half" / "data").exists()
+    assert out["candidates"]["w1_half"]["kept"] == out["candidates"]["w1"]["kept"]
+    assert out["candidates"]["w1_half"]["overrides"]["finetune.synthetic_fraction"] == 0.5
+    losses = [
+        io.read_json(candidates / name / "finetune" / "run" / "seed_0" / finetune.EVAL_FILE)[
+            "train"
+        ]["final_loss"]
+        for name in ("w1", "w1_half")
+    ]
+    assert losses[0] != losses[1]  # the same samples, mixed in another share
     # Each synthetic candidate records the mode oracle's shares, generated and kept.
     for name in ("unguided", "w1", "w2_entropy"):
         shares = out["candidates"][name]["modes"]
