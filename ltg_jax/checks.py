@@ -78,6 +78,17 @@ def require_finite_step(step: int, scalars: Mapping[str, Any], where: str, fix: 
         )
 
 
+def found_key_parts(config: ml_collections.ConfigDict, parts: list[str]) -> tuple[int, Any]:
+    """How many leading `parts` of a dotted key `config` has, and the node the last one names
+    (`config` itself for none): the key exists when the count is len(parts)."""
+    node = config
+    for depth, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return depth, node
+        node = node[part]
+    return len(parts), node
+
+
 def config_ints(value: Any, field: str, hint: str = "") -> tuple[int, ...]:
     """Integers of a list config field ('0,3', (0, 3), 3); an error names --config.<field>."""
     return _config_numbers(value, field, int, "0,3", hint)

@@ -129,16 +129,15 @@ def check_config_args(argv: list[str], default: ml_collections.ConfigDict | None
         )
     config = _given_config(argv, default)
     for key in keys if config is not None else ():
-        node, parts = config, key.split(".")[1:]
-        for depth, part in enumerate(parts):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                where = ".".join(["config", *parts[:depth]])
-                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                raise ValueError(
-                    f"--{key}: the config has no such key; {where} has "
-                    f"{', '.join(known) if known else 'no sub-keys'}"
-                )
-            node = node[part]
+        parts = key.split(".")[1:]
+        depth, node = checks.found_key_parts(config, parts)
+        if depth < len(parts):
+            where = ".".join(["config", *parts[:depth]])
+            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            raise ValueError(
+                f"--{key}: the config has no such key; {where} has "
+                f"{', '.join(known) if known else 'no sub-keys'}"
+            )
 
 
 def _fail(error: Exception) -> None:

@@ -1130,8 +1130,8 @@ def candidate_config(
     loop = {k: v for k, v in keys.items() if k.startswith(LOOP_CANDIDATE_BLOCKS)}
     # ConfigDict would add a misspelt key as a new leaf: the candidate would silently be a
     # copy of the default.
-    known = set(run_record.flatten(run_record.plain(config)))
-    unknown = [k for k in keys if (k if k in loop else f"ltg.{k}") not in known]
+    paths = {k: (k if k in loop else f"ltg.{k}").split(".") for k in keys}
+    unknown = [k for k, p in paths.items() if checks.found_key_parts(config, p)[0] < len(p)]
     if unknown:
         raise ValueError(
             f"select candidate {overrides.get('name')!r}: unknown keys {unknown}; a candidate "
