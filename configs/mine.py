@@ -18,7 +18,7 @@ Variants (`--config configs/mine.py:VARIANT`):
            real 0.308 ± 0.007, unguided 0.293 ± 0.017, ltg 0.320 ± 0.031; rotated share of
            the generated images LTG 0.260 vs unguided 0.012 at LTG class fidelity 0.34 (goals
            not met: inside the spread, fidelity below 0.85; docs/world.md).
-  world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 32 min).
+  world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 43 min).
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,
            --config.predictor, --config.oracle).
 
