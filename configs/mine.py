@@ -138,6 +138,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.finetune.warmup_steps = 10
     config.finetune.weight_decay = 1e-4
     config.finetune.synthetic_fraction = 0.25  # share of each batch from the synthetic set
+    # "class_balanced": synthetic rows drawn with every class equally often, whatever each
+    # class kept after the filter (the real rows' counterpart is an arm's +balanced)
+    config.finetune.synthetic_sampling = "uniform"
     config.finetune.augment = True
     config.finetune.checkpoint_every = 50
 
@@ -184,6 +187,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.curve.scales = (0.25, 0.5, 1.0, 2.0)
     config.curve.split = ""
     config.curve.group = "few"
+
+    # The perfect generator's ceiling on the benchmark (python -m sample.mode_supply,
+    # ltg_jax/mode_supply.py): true world images at each rotated share, one draw per
+    # generation seed; compare_report: a mining report.json whose sets are put beside it.
+    config.supply = ml_collections.ConfigDict()
+    config.supply.shares = (0.0, 0.0625, 0.25, 1.0)
+    config.supply.compare_report = ""
 
     config.select = ml_collections.ConfigDict()
     config.select.rank_by = "validation"  # or a shifted validation split, e.g. validation+rotate90

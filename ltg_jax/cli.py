@@ -27,7 +27,8 @@ def define_flags(
 ) -> tuple[flags.FlagHolder, flags.FlagHolder]:
     """`--config file.py:variant` (with `--config.a.b=value` overrides) and `--workdir`."""
     if default_config:  # config_flags applies the overrides to a default right here
-        _check_or_exit(sys.argv, load_config_file(default_config))
+        path, _, variant = default_config.partition(":")  # a default may name its variant
+        _check_or_exit(sys.argv, load_config_file(path, variant or None))
     config = config_flags.DEFINE_config_file("config", default_config, config_hint)
     workdir = flags.DEFINE_string("workdir", default_workdir, workdir_help)
     required = [n for n, d in (("config", default_config), ("workdir", default_workdir)) if not d]

@@ -4,7 +4,8 @@ Every arm gets the same schedule (steps, batch size, learning rate); an arm diff
 which images fill the synthetic share of each batch (`real` has none, so its batches are all
 real), and for the long-tail baselines in how the real rows are drawn (`sampling =
 "class_balanced"`: every class equally often) or in the loss (`logit_adjustment_tau` > 0: the
-logit-adjusted loss of Menon et al. 2021). Batch k is drawn from fold(seed, k) alone, so an
+logit-adjusted loss of Menon et al. 2021). `synthetic_sampling = "class_balanced"` draws the
+synthetic rows with every class equally often, whatever each class kept. Batch k is drawn from fold(seed, k) alone, so an
 interrupted run restored from its orbax checkpoint continues with the very batches an
 uninterrupted run would have seen.
 """
@@ -51,12 +52,14 @@ def mixed_batch(
     synthetic_fraction: float,
     augment: bool = True,
     class_balanced: bool = False,
+    synthetic_class_balanced: bool = False,
 ) -> dict[str, np.ndarray]:
     """Batch `step`: {'image' [B,H,W,C], 'label' [B]}, a fixed share drawn from the synthetic set.
 
     Rows are sampled with replacement from fold(seed, step), so any step's batch can be rebuilt
     after a restart without iterator state. `class_balanced` draws the real rows with weights
-    1 / (its class's count): each class present is drawn equally often.
+    1 / (its class's count): each class present is drawn equally often;
+    `synthetic_class_balanced` does the same for the synthetic rows.
     """
     rng = np.random.default_rng([seed, step])
     n_real, n_syn = batch_split(batch_size, synthetic_fraction, len(synthetic["label"]))
@@ -66,7 +69,11 @@ def mixed_batch(
         ri = rng.integers(0, len(real["label"]), n_real)
     images, labels = [real["image"][ri]], [real["label"][ri]]
     if n_syn:
-        si = rng.integers(0, len(synthetic["label"]), n_syn)
+        if synthetic_class_balanced:
+            weights = class_balanced_weights(synthetic["label"])
+            si = rng.choice(len(synthetic["label"]), n_syn, p=weights)
+        else:
+            si = rng.integers(0, len(synthetic["label"]), n_syn)
         images.append(synthetic["image"][si])
         labels.append(synthetic["label"][si])
     images_ = np.concatenate(images).astype(np.float32)
@@ -95,9 +102,13 @@ def training_prior(
         len(synthetic_labels),
     )
     prior = np.zeros(num_classes)
-    for labels, rows in ((real_labels, n_real), (synthetic_labels, n_syn)):
+    for labels, rows, key in ((real_labels, n_real, "sampling"),
+                              (synthetic_labels, n_syn, "synthetic_sampling")):  # fmt: skip
         if rows and len(labels):
-            prior += rows * np.bincount(labels, minlength=num_classes) / len(labels)
+            counts = np.bincount(labels, minlength=num_classes)
+            if train_config.get(key, "uniform") == "class_balanced":
+                counts = (counts > 0).astype(np.float64)  # every present class equally often
+            prior += rows * counts / counts.sum()
     return prior / prior.sum()
 
 
@@ -127,13 +138,16 @@ def finetune(
     """Fine-tunes the bundle's predictor params in `workdir` (resuming it): (params, info).
 
     `train_config` holds num_steps, batch_size, learning_rate, warmup_steps, weight_decay,
-    synthetic_fraction, augment and checkpoint_every, and optionally sampling ("uniform" |
-    "class_balanced") and logit_adjustment_tau; `stop_after_steps` ends early, as a kill
+    synthetic_fraction, augment and checkpoint_every, and optionally sampling and
+    synthetic_sampling ("uniform" | "class_balanced": how the real / synthetic rows of a batch
+    are drawn) and logit_adjustment_tau; `stop_after_steps` ends early, as a kill
     would (for resumption tests); `desc` labels the progress bar.
     """
-    sampling = str(train_config.get("sampling", "uniform"))
-    if sampling not in SAMPLING:
-        raise ValueError(f"finetune sampling={sampling!r}; use one of {SAMPLING}")
+    sampling = {key: str(train_config.get(key, "uniform"))
+                for key in ("sampling", "synthetic_sampling")}  # fmt: skip
+    for key, value in sampling.items():
+        if value not in SAMPLING:
+            raise ValueError(f"--config.finetune.{key}={value!r}; use one of {SAMPLING}")
     tx = predictor_training.make_optimizer(train_config)
     mesh = parallel.data_mesh()
     # A copy on the mesh: the train step donates its state, the bundle's params serve every run.
@@ -158,7 +172,8 @@ def finetune(
             batch_size=int(train_config["batch_size"]),
             synthetic_fraction=float(train_config["synthetic_fraction"]),
             augment=bool(train_config["augment"]),
-            class_balanced=sampling == "class_balanced",
+            class_balanced=sampling["sampling"] == "class_balanced",
+            synthetic_class_balanced=sampling["synthetic_sampling"] == "class_balanced",
         )  # the global batch, the same on every process: each feeds its own rows
         local = parallel.process_batch_slice(len(batch["label"]))
         batch = parallel.host_local_to_global({k: v[local] for k, v in batch.items()}, mesh)

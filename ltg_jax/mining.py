@@ -78,10 +78,11 @@ REVIEW_DIR = "review"
 # Keys free to change on a rerun: the report's shape, what was chosen, the review (a changed
 # review reruns the fine-tuning of the arms whose kept samples changed) and the list of arms
 # and generation seeds (an added arm or seed is generated and fine-tuned; the finished ones are
-# reused); the budget curve's and the selection's settings do not shape a mining run.
+# reused); the budget curve's, the selection's and the mode supply's settings do not shape a
+# mining run.
 RESUME_FREE_PREFIXES = (
     "report.", "guidance_choice", "review.", "arms", "generation_seeds", "eval.shifts",
-    "curve.", "select.",
+    "curve.", "select.", "supply.",
 )  # fmt: skip
 
 

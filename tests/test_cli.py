@@ -61,6 +61,7 @@ def test_console_scripts_point_at_existing_functions():
         "ltg-review",
         "ltg-fidelity",
         "ltg-budget-curve",
+        "ltg-mode-supply",
         "ltg-train",
     }
     for target in scripts.values():

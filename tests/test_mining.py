@@ -228,6 +228,27 @@ def test_class_balanced_batches_draw_every_class_equally():
     np.testing.assert_allclose(uniform, [0.9, 0.09, 0.01], atol=0.02)
 
 
+def test_synthetic_class_balanced_draws_every_kept_class_equally_and_leaves_real_rows():
+    """Only the synthetic rows change: the real rows of each batch are the uniform draw's."""
+    real = {"image": np.zeros((100, 2, 2, 1), np.float32), "label": np.zeros(100, np.int32)}
+    labels = np.repeat(np.arange(1, 4), [80, 15, 5]).astype(np.int32)
+    syn = {"image": np.zeros((100, 2, 2, 1), np.float32), "label": labels}
+    batches = lambda balanced: [
+        finetune.mixed_batch(real, syn, step, seed=0, batch_size=64, synthetic_fraction=0.5,
+                             augment=False, synthetic_class_balanced=balanced)["label"]
+        for step in range(50)
+    ]  # fmt: skip
+    balanced, uniform = batches(True), batches(False)
+    for b, u in zip(balanced, uniform, strict=True):
+        np.testing.assert_array_equal(b[:32], u[:32])  # the real rows come first
+    share = lambda bs: np.bincount(np.concatenate([b[32:] for b in bs]), minlength=4) / 1600
+    np.testing.assert_allclose(share(balanced), [0, 1 / 3, 1 / 3, 1 / 3], atol=0.04)
+    np.testing.assert_allclose(share(uniform), [0, 0.8, 0.15, 0.05], atol=0.03)
+    train = {"batch_size": 64, "synthetic_fraction": 0.5, "synthetic_sampling": "class_balanced"}
+    prior = finetune.training_prior(real["label"], labels, 4, train)
+    np.testing.assert_allclose(prior, [0.5, 1 / 6, 1 / 6, 1 / 6])
+
+
 def test_logit_adjusted_loss_uses_the_prior_of_the_batches():
     """Offsets are tau * log of the real + synthetic share prior; the loss adds them."""
     import optax

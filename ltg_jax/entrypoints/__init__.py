@@ -1,5 +1,5 @@
 """Console scripts: `ltg-sample`, `ltg-grid`, `ltg-mine`, `ltg-review`, `ltg-train KIND`,
-`ltg-fidelity`, `ltg-budget-curve`.
+`ltg-fidelity`, `ltg-budget-curve`, `ltg-mode-supply`.
 
 The scripts run the repo's thin entrypoints (sample/*.py, train/*.py), which the package
 ships as `ltg_jax.entrypoints.sample` and `ltg_jax.entrypoints.train`; configs ship as
@@ -49,6 +49,11 @@ def fidelity() -> None:
 def budget_curve() -> None:
     """ltg-budget-curve: accuracy vs synthetic budget, LTG vs unguided (sample/budget_curve.py)."""
     _run("ltg_jax.entrypoints.sample.budget_curve", sys.argv)
+
+
+def mode_supply() -> None:
+    """ltg-mode-supply: rare-mode accuracy vs true rotated images (sample/mode_supply.py)."""
+    _run("ltg_jax.entrypoints.sample.mode_supply", sys.argv)
 
 
 def train() -> None:
