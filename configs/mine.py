@@ -19,6 +19,7 @@ Variants (`--config configs/mine.py:VARIANT`):
            the generated images LTG 0.260 vs unguided 0.012 at LTG class fidelity 0.34 (goals
            not met: inside the spread, fidelity below 0.85; docs/world.md).
   world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 43 min).
+  world_select_review  its pick under the review filters and fine-tuning mixes, same split.
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,
            --config.predictor, --config.oracle).
 
@@ -68,7 +69,7 @@ import ml_collections
 from ltg_jax import assets, cli
 from ltg_jax.data import datasets
 
-VARIANTS = ("default", "select", "world", "world_select", "test")
+VARIANTS = ("default", "select", "world", "world_select", "world_select_review", "test")
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
@@ -129,6 +130,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Stricter: also require the oracle's probability of the class to be >= this (0 = off);
     # drops the samples guidance leaves near a class boundary (docs/medium_shot.md).
     config.review.oracle_min_prob = 0.0
+    # Mining's own filter: keep only the samples the predictor being mined gives their class a
+    # probability below this (it gets them wrong or is unsure), for both arms; 1 = off.
+    config.review.max_predictor_prob = 1.0
 
     # One schedule for every arm: AdamW, warmup + cosine, from the shipped predictor's params.
     config.finetune = ml_collections.ConfigDict()
@@ -212,7 +216,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
          "sampler.guidance.grad_through": "unet"},
     )  # fmt: skip
 
-    if variant in ("world", "world_select"):
+    if variant in ("world", "world_select", "world_select_review"):
         world_benchmark(config)
     if variant == "world":  # the world_select pick; unguided shares the sampler
         config.ltg.signal = "entropy"
@@ -220,15 +224,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.ltg.sampler.guidance.grad_through = "z0"
         config.ltg.sampler.guidance.end = 0.4  # the noisiest 40% of steps only
         config.guidance_choice = WORLD_GUIDANCE_CHOICE
-    if variant in ("select", "world_select"):
+    if variant in ("select", "world_select", "world_select_review"):
         config.eval.split = "validation"
         config.generation_seeds = (0,)
         config.seeds = (0, 1)
         config.budget.medium = 16
         config.budget.few = 32
-    if variant == "world_select":
+    if variant in ("world_select", "world_select_review"):
         config.budget.many = config.budget.medium = config.budget.few = 16
         config.select.candidates = world_candidates()
+        if variant == "world_select_review":
+            config.select.candidates = world_review_candidates()
         config.select.rank_by = "validation+rotate90"  # the rare-mode group,
         config.select.rank_group = "overall"  # of every class: the worst-group accuracy
     elif variant == "test":
@@ -296,6 +302,11 @@ WORLD_GUIDANCE_CHOICE = (
 )
 
 
+# world_select's pick (WORLD_GUIDANCE_CHOICE) as candidate keys.
+WORLD_PICK = {"signal": "entropy", "sampler.guidance.w": 8.0, "sampler.guidance.end": 0.4,
+              "sampler.guidance.grad_through": "z0"}  # fmt: skip
+
+
 def world_candidates() -> tuple[dict, ...]:
     """The world_select sweep at the world sampler's CFG: each signal at the default weight,
     entropy and epistemic at twice it, through z0; the two settings of the guidance study
@@ -326,9 +337,23 @@ def world_candidates() -> tuple[dict, ...]:
     )
     # The first sweep's pick on the same samples, with half of each fine-tuning batch
     # synthetic, or kept only where the oracle gives the class >= 0.9.
-    early = {"signal": "entropy", "sampler.guidance.w": 8.0, "sampler.guidance.end": 0.4, **z0}
     mixes = (
-        {"name": "entropy_w8_early_half", **early, "finetune.synthetic_fraction": 0.5},
-        {"name": "entropy_w8_early_strict", **early, "review.oracle_min_prob": 0.9},
+        {"name": "entropy_w8_early_half", **WORLD_PICK, "finetune.synthetic_fraction": 0.5},
+        {"name": "entropy_w8_early_strict", **WORLD_PICK, "review.oracle_min_prob": 0.9},
     )
     return per_signal + frontier + faithful + mixes
+
+
+def world_review_candidates() -> tuple[dict, ...]:
+    """The world_select_review sweep: world_select's pick, once as chosen and then on the same
+    samples under mining's own filter (keep only what the predictor gives its class less
+    than p: docs/world.md, "What the rotated samples are worth") and with synthetic rows drawn
+    with every class equally often (the oracle filter keeps LTG's bags 3x as often as its
+    dresses)."""
+    return (
+        {"name": "entropy_w8_early", **WORLD_PICK},
+        *({"name": f"entropy_w8_early_fails{p:g}", **WORLD_PICK, "review.max_predictor_prob": p}
+          for p in (0.5, 0.3, 0.1)),
+        {"name": "entropy_w8_early_balanced", **WORLD_PICK,
+         "finetune.synthetic_sampling": "class_balanced"},
+    )  # fmt: skip

@@ -5,9 +5,9 @@ which images fill the synthetic share of each batch (`real` has none, so its bat
 real), and for the long-tail baselines in how the real rows are drawn (`sampling =
 "class_balanced"`: every class equally often) or in the loss (`logit_adjustment_tau` > 0: the
 logit-adjusted loss of Menon et al. 2021). `synthetic_sampling = "class_balanced"` draws the
-synthetic rows with every class equally often, whatever each class kept. Batch k is drawn from fold(seed, k) alone, so an
-interrupted run restored from its orbax checkpoint continues with the very batches an
-uninterrupted run would have seen.
+synthetic rows with every class equally often, whatever each class kept. Batch k is drawn
+from fold(seed, k) alone, so an interrupted run restored from its orbax checkpoint continues
+with the very batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations

@@ -72,7 +72,11 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 SELECTION_JSON = "selection.json"
 MODE_PARTS = ("generated", "kept")  # the samples an arm's mode shares are of
-SELECT_VARIANTS = ("select", "world_select")  # configs/mine.py variants that run the sweep
+SELECT_VARIANTS = (
+    "select",
+    "world_select",
+    "world_select_review",
+)  # configs/mine.py variants that run the sweep
 TRAINED_ON_FILE = "trained_on.json"
 REVIEW_DIR = "review"
 # Keys free to change on a rerun: the report's shape, what was chosen, the review (a changed
@@ -435,15 +439,35 @@ def oracle_keep(
 
 
 def check_filter(config: ml_collections.ConfigDict) -> tuple[float, float]:
-    """(tau, min_prob) of config.review, refused unless both are probabilities."""
+    """(tau, min_prob) of config.review, refused unless both are probabilities (and so is
+    review.max_predictor_prob)."""
     tau, min_prob = float(config.review.oracle_tau), float(config.review.oracle_min_prob)
-    for name, value in (("oracle_tau", tau), ("oracle_min_prob", min_prob)):
+    values = (("oracle_tau", tau, "oracle"), ("oracle_min_prob", min_prob, "oracle"),
+              ("max_predictor_prob", predictor_max_prob(config), "predictor"))  # fmt: skip
+    for name, value, whose in values:
         if not 0.0 <= value <= 1.0:
             raise ValueError(
-                f"--config.review.{name}={value}: give a probability in [0, 1] (the oracle's "
+                f"--config.review.{name}={value}: give a probability in [0, 1] (the {whose}'s "
                 "probability of a sample's class)"
             )
     return tau, min_prob
+
+
+def predictor_max_prob(config: ml_collections.ConfigDict) -> float:
+    """config.review.max_predictor_prob (1 = off; configs from before it have none)."""
+    return float(config.review.get("max_predictor_prob", 1.0))
+
+
+def predictor_fails(
+    bundle: predictor.PredictorBundle, images: np.ndarray, labels: np.ndarray, max_prob: float,
+    batch_size: int,
+) -> np.ndarray:  # fmt: skip
+    """[N] bool: the predictor gives a sample's class probability below `max_prob` (the samples
+    it gets wrong or is unsure of: what mining is for; all True at 1)."""
+    if max_prob >= 1.0 or not len(labels):
+        return np.ones(len(labels), bool)
+    probs = oracle_probs(bundle, images, batch_size)
+    return np.take_along_axis(probs, labels[:, None], axis=-1)[:, 0] < max_prob
 
 
 def to_image_shape(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -499,6 +523,10 @@ def review(
         passed = oracle_keep(loaded.labels, probs, *check_filter(config))
         by_oracle = int((keep & ~passed).sum())
         keep &= passed
+    hard = predictor_fails(inputs.bundle, loaded.images, loaded.labels,
+                           predictor_max_prob(config), int(config.eval.batch_size))  # fmt: skip
+    by_predictor = int((keep & ~hard).sum())
+    keep &= hard
     modes = None
     if inputs.mode_oracle is not None:
         mode_probs = oracle_probs(inputs.mode_oracle, loaded.images, int(config.eval.batch_size))
@@ -518,6 +546,7 @@ def review(
         "kept": int(keep.sum()),
         "rejected_by_manifest": by_manifest,
         "rejected_by_oracle": by_oracle,
+        "rejected_as_easy": by_predictor,
         "label_fidelity": fidelity,
         "kept_per_class": {
             nm: int(np.sum(keep & (loaded.labels == k))) for k, nm in enumerate(inputs.class_names)
@@ -801,7 +830,8 @@ def write_report(
         arm_report["label_fidelity"] = float(np.mean(fids)) if fids else None
     filtering = [
         f"`{arm}`: {s['generated']} generated, {s['rejected_by_manifest']} rejected by the "
-        f"manifest, {s['rejected_by_oracle']} by the oracle filter, {s['kept']} kept"
+        f"manifest, {s['rejected_by_oracle']} by the oracle filter, "
+        f"{s.get('rejected_as_easy', 0)} as easy for the predictor, {s['kept']} kept"
         + (" (none left: this arm trained on real data only)" if not s["kept"] else "")
         for arm, s in summaries.items()
     ]

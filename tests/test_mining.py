@@ -378,6 +378,20 @@ def test_manifest_and_oracle_filter(models, finished, tmp_path):
     with pytest.raises(ValueError, match=r"review.oracle_min_prob=1.5: give a probability"):
         mining.check_inputs(config)
 
+    # Mining's own filter: only the samples the predictor gives their class < max_predictor_prob.
+    config.review.oracle_min_prob, config.review.oracle_filter = 0.0, False
+    listed = mining.review(config, "ltg", data, inputs)
+    probs = mining.oracle_probs(inputs.bundle, listed.images, 64)
+    p_class = probs[np.arange(len(listed.labels)), listed.labels]
+    config.review.max_predictor_prob = float(np.median(p_class[listed.keep]))
+    hard = mining.review(config, "ltg", data, inputs)
+    easy = listed.keep & (p_class >= config.review.max_predictor_prob)
+    np.testing.assert_array_equal(hard.keep, listed.keep & ~easy)
+    assert hard.summary["rejected_as_easy"] == easy.sum() > 0
+    config.review.max_predictor_prob = 1.5
+    with pytest.raises(ValueError, match=r"review.max_predictor_prob=1.5: give a probability"):
+        mining.check_inputs(config)
+
 
 def test_manifest_naming_unknown_files_is_refused(models, finished, tmp_path):
     workdir, _ = finished
