@@ -72,11 +72,8 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 SELECTION_JSON = "selection.json"
 MODE_PARTS = ("generated", "kept")  # the samples an arm's mode shares are of
-SELECT_VARIANTS = (
-    "select",
-    "world_select",
-    "world_select_review",
-)  # configs/mine.py variants that run the sweep
+# configs/mine.py variants that run the sweep
+SELECT_VARIANTS = ("select", "world_select", "world_select_review")
 TRAINED_ON_FILE = "trained_on.json"
 REVIEW_DIR = "review"
 # Keys free to change on a rerun: the report's shape, what was chosen, the review (a changed

@@ -332,8 +332,9 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
 
 def test_candidates_change_sampling_mix_or_filter_and_misspelt_keys_are_refused():
     config = mine_config("world_select")
-    for candidate in config.select.candidates:  # every shipped candidate builds
-        mining.candidate_config(config, candidate)
+    for variant in ("world_select", "world_select_review"):
+        for candidate in mine_config(variant).select.candidates:  # every shipped one builds
+            mining.candidate_config(config, candidate)
     picked = mining.candidate_config(
         config,
         {"name": "mix", "sampler.guidance.end": 0.4, "finetune.synthetic_fraction": 0.5,
