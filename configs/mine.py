@@ -14,10 +14,11 @@ Variants (`--config configs/mine.py:VARIANT`):
            every arm and baseline, 3 generation x 3 fine-tuning seeds, the rare-mode test
            group test+rotate90 and the mode oracle's shares.
              python -m sample.mine --config configs/mine.py:world --workdir=runs/world
-           2,566 s on 2 cores (2026-12-03, the 6,000-step world LDM, CFG 2). test+rotate90:
-           real 0.308 ± 0.007, unguided 0.293 ± 0.017, ltg 0.320 ± 0.031; rotated share of
-           the generated images LTG 0.260 vs unguided 0.012 at LTG class fidelity 0.34 (goals
-           not met: inside the spread, fidelity below 0.85; docs/world.md).
+           1,696 s on 2 cores (2026-12-03, the 6,000-step world LDM, CFG 2, the review
+           filter max_predictor_prob 0.05). test+rotate90: real 0.308 ± 0.007, unguided
+           0.325 ± 0.034, ltg 0.323 ± 0.050 (before the filter: unguided 0.293 ± 0.017, ltg
+           0.320 ± 0.031); rotated share of the generated images LTG 0.25 vs unguided 0.012
+           at LTG class fidelity 0.34 (goal 2 not met: docs/world.md).
   world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 43 min).
   world_select_review  its pick under the review filters and fine-tuning mixes, same split.
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,

@@ -2,7 +2,7 @@
 the number of true rotated images in the synthetic fine-tuning set.
 
 python -m sample.mode_supply --config configs/mine.py:world --workdir=runs/world_supply \
-    --config.supply.compare_report=docs/world/report/report.json
+    --config.supply.compare_report=docs/world/report_nofilter/report.json
 
 Writes supply.png, supply.json and supply.md; every (share, draw, seed) fine-tuning resumes.
 Shares: --config.supply.shares=0,0.0625,0.25,1; draws: --config.generation_seeds=0,1,2.
