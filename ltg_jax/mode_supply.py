@@ -89,11 +89,10 @@ def check_supply(config: ml_collections.ConfigDict) -> tuple[float, ...]:
             f"--config.supply.shares={config.supply.shares!r}: give distinct shares in [0, 1], "
             "e.g. 0,0.0625,0.25,1"
         )
-    split = shifts.shifted_name(str(config.eval.split), world.RARE_SHIFT)
     if world.RARE_SHIFT not in mining.eval_shifts(config):
         raise ValueError(
             f"--config.eval.shifts={config.eval.shifts!r}: add {world.RARE_SHIFT}, the shift "
-            f"that shows the rare-mode group ({split})"
+            f"that shows the rare-mode group ({rare_split(config)})"
         )
     return shares
 
