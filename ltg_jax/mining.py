@@ -655,6 +655,12 @@ def load_real(config: ml_collections.ConfigDict, split: str) -> dict[str, np.nda
     return datasets.load_split(config.data, split, limit)
 
 
+def load_eval_splits(config: ml_collections.ConfigDict, split: str) -> dict[str, dict]:
+    """{split: its arrays} and one entry per config.eval.shifts ('test+rotate90': rotated)."""
+    arrays = load_real(config, split)
+    return {split: arrays} | shifts.shifted_splits(split, arrays, eval_shifts(config))
+
+
 # ================================================================ the loop
 
 
@@ -695,9 +701,7 @@ def _mine(
     # ---- 3. fine-tune every (arm, seed) from the shipped predictor, evaluate on test
     tic = time.time()
     real = load_real(config, "train")
-    eval_split = str(config.eval.split)
-    eval_arrays = {eval_split: load_real(config, eval_split)}
-    eval_arrays |= shifts.shifted_splits(eval_split, eval_arrays[eval_split], eval_shifts(config))
+    eval_arrays = load_eval_splits(config, str(config.eval.split))
     stages.record("load_data", time.time() - tic)
     results = {}  # arm -> generation (None for real data only) -> the seeds' results
     for arm in arm_list(config):
@@ -1202,8 +1206,7 @@ def _select(
     check_workdir(workdir, run_record.make(config, **inputs.hashes))
     stages = Stages(workdir)
     real = load_real(config, "train")
-    val = {"validation": load_real(config, "validation")}
-    val |= shifts.shifted_splits("validation", val["validation"], eval_shifts(config))
+    val = load_eval_splits(config, "validation")
     rank_by = str(config.select.rank_by)
     if rank_by not in val:
         raise ValueError(f"--config.select.rank_by={rank_by!r}: use one of {list(val)}")

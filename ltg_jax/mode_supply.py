@@ -246,8 +246,7 @@ def run_mode_supply(config: ml_collections.ConfigDict, workdir: str | os.PathLik
         stages = mining.Stages(workdir)
         real = mining.load_real(config, "train")
         split = str(config.eval.split)
-        eval_arrays = {split: mining.load_real(config, split)}
-        eval_arrays |= shifts.shifted_splits(split, eval_arrays[split], mining.eval_shifts(config))
+        eval_arrays = mining.load_eval_splits(config, split)
         train_config = mining.arm_finetune_config(config, REAL)
         results: dict[float | str, dict[Any, list]] = {
             REAL: {None: mining.finetune_arm(config, workdir, REAL, inputs, real,
