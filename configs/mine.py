@@ -19,6 +19,9 @@ Variants (`--config configs/mine.py:VARIANT`):
            0.325 ± 0.034, ltg 0.323 ± 0.050 (before the filter: unguided 0.293 ± 0.017, ltg
            0.320 ± 0.031); rotated share of the generated images LTG 0.25 vs unguided 0.012
            at LTG class fidelity 0.34 (goal 2 not met: docs/world.md).
+  world_val  the benchmark's synthetic arms on VALIDATION (validation+rotate90), 3 generation x
+           2 fine-tuning seeds: checks a setting over generation seeds before test is read
+           (world_select draws one generated set per candidate).
   world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 43 min).
   world_select_review  its pick under the review filters and fine-tuning mixes, same split.
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,
@@ -70,7 +73,9 @@ import ml_collections
 from ltg_jax import assets, cli
 from ltg_jax.data import datasets
 
-VARIANTS = ("default", "select", "world", "world_select", "world_select_review", "test")
+VARIANTS = (
+    "default", "select", "world", "world_val", "world_select", "world_select_review", "test",
+)  # fmt: skip
 
 
 def _ltg_config(variant: str) -> ml_collections.ConfigDict:
@@ -217,9 +222,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
          "sampler.guidance.grad_through": "unet"},
     )  # fmt: skip
 
-    if variant in ("world", "world_select", "world_select_review"):
+    if variant in ("world", "world_val", "world_select", "world_select_review"):
         world_benchmark(config)
-    if variant == "world":  # the world_select pick; unguided shares the sampler
+    if variant in ("world", "world_val"):  # the world_select pick; unguided shares the sampler
         config.ltg.signal = "entropy"
         config.ltg.sampler.guidance.w = 8.0
         config.ltg.sampler.guidance.grad_through = "z0"
@@ -227,6 +232,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # world_select_review's pick: keep what the predictor gives its class < 0.05 (both arms)
         config.review.max_predictor_prob = 0.05
         config.guidance_choice = WORLD_GUIDANCE_CHOICE
+    if variant == "world_val":  # the benchmark on validation: a setting's spread over generations
+        config.eval.split = "validation"
+        config.seeds = (0, 1)
+        config.arms = ("real", "unguided", "ltg")
     if variant in ("select", "world_select", "world_select_review"):
         config.eval.split = "validation"
         config.generation_seeds = (0,)

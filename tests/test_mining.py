@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_ltg_sampling import stale_bundle, tiny_bundle, tiny_mode_oracle, tiny_pipeline
 
-from ltg_jax import cli, finetune, introspection, io, mining, predictor, report
+from ltg_jax import cli, finetune, introspection, io, mining, predictor, report, run_record
 from ltg_jax.data import datasets, fashion_mnist, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,6 +328,17 @@ def test_selection_sweeps_candidates_on_validation_only(models, tmp_path):
         assert set(shares) == {"generated", "kept"}
         assert sum(shares["generated"].values()) == pytest.approx(1.0)
     assert out["candidates"]["real"]["modes"] == {}
+
+
+def test_world_val_is_the_benchmark_on_validation_and_nothing_else():
+    world, val = (run_record.plain(mine_config(v)) for v in ("world", "world_val"))
+    assert run_record.differences(world, val) == [
+        "arms: ['real', 'real+balanced', 'real+logit_adjusted', 'unguided', 'ltg', "
+        "'ltg+logit_adjusted'] -> ['real', 'unguided', 'ltg']",
+        "eval.split: 'test' -> 'validation'",
+        "seeds: [0, 1, 2] -> [0, 1]",
+        "variant: 'world' -> 'world_val'",
+    ]
 
 
 def test_candidates_change_sampling_mix_or_filter_and_misspelt_keys_are_refused():
