@@ -21,7 +21,9 @@ Variants (`--config configs/mine.py:VARIANT`):
            at LTG class fidelity 0.34 (goal 2 not met: docs/world.md).
   world_val  the benchmark's synthetic arms on VALIDATION (validation+rotate90), 3 generation x
            2 fine-tuning seeds: checks a setting over generation seeds before test is read
-           (world_select draws one generated set per candidate).
+           (world_select draws one generated set per candidate). At 4x the budget
+           (--config.budget.{many,medium,few}=128, 1,419 s; docs/world.md), validation+rotate90:
+           real 0.309 ± 0.014, unguided 0.356 ± 0.025, ltg 0.380 ± 0.034 (filter P 0.05).
   world_select  the world's guidance sweep on validation+rotate90 (`make world-select`, 43 min).
   world_select_review  its pick under the review filters and fine-tuning mixes, same split.
   test     tiny budgets for the tests (pass your own tiny models with --config.pipeline,

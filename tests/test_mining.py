@@ -649,6 +649,20 @@ def test_images_to_match_interpolates_between_measured_budgets():
     assert images_to_match(points, 0.9) is None  # no measured budget does
 
 
+def test_filter_sweep_tool_rebuilds_the_documented_table_from_the_shipped_reports(tmp_path):
+    import runpy
+
+    val4x = ROOT / "docs" / "world" / "val4x"
+    tool = runpy.run_path(str(ROOT / "tools" / "plot_filter_sweep.py"))
+    tool["main"](str(tmp_path), "validation+rotate90",
+                 [f"{p}={val4x / f'report_{name}.json'}"
+                  for p, name in (("0.05", "p005"), ("0.1", "p01"), ("1", "p1"))])  # fmt: skip
+    table = (tmp_path / "filter_sweep.md").read_text()
+    assert table == (val4x / "filter_sweep.md").read_text()
+    assert "| 0.05 | ltg | 83 | 0.3797 ± 0.0338 | 0.423, 0.347, 0.368 |" in table
+    assert (tmp_path / "filter_sweep.png").stat().st_size > 0
+
+
 def test_mode_shares_leave_unscored_classes_out_of_the_overall_share():
     from ltg_jax import evaluation
 
