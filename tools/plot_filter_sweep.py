@@ -21,7 +21,12 @@ from ltg_jax import budget_curve, io
 GROUP = "overall"
 
 
-def sweep_markdown(reports: dict[float, dict], split: str) -> str:
+def evaluated_splits(out: dict) -> list[str]:
+    """The splits a mining report has accuracies for: its eval split and its shifted ones."""
+    return [out["split"], *(s["split"] for s in out["shifted"].values())]
+
+
+def sweep_markdown(reports: dict[float, dict], split: str, real: dict[str, float]) -> str:
     """One row per P: each synthetic arm's accuracy, per generation seed and kept images."""
     lines = [
         f"# {split} {GROUP} accuracy under the review filter max_predictor_prob = P",
@@ -40,7 +45,6 @@ def sweep_markdown(reports: dict[float, dict], split: str) -> str:
                 f"| {p:g} | {arm} | {kept:.0f} | {acc[GROUP]['mean']:.4f} ± "
                 f"{acc[GROUP]['std']:.4f} | {per_gen} |"
             )
-    real = budget_curve.split_arms(next(iter(reports.values())), split)["real"][GROUP]
     lines.append(f"\nReal data only: {real['mean']:.4f} ± {real['std']:.4f}.")
     return "\n".join(lines) + "\n"
 
@@ -49,13 +53,16 @@ def main(out_dir: str, split: str, labelled: list[str]) -> None:
     reports = {}
     for item in labelled:
         p, _, path = item.partition("=")
-        reports[float(p)] = json.loads(Path(path).read_text())
+        out = json.loads(Path(path).read_text())
+        if split not in evaluated_splits(out):
+            sys.exit(f"{path} has no {split} accuracies; it has {evaluated_splits(out)}")
+        reports[float(p)] = out
     points = budget_curve.curve_points(reports, split, GROUP)
     real = budget_curve.split_arms(next(iter(reports.values())), split)["real"][GROUP]
-    out = Path(out_dir)
-    budget_curve.plot_curve(out / "filter_sweep.png", points, real, f"{split} {GROUP}")
-    io.atomic_write_text(out / "filter_sweep.md", sweep_markdown(reports, split))
-    print(f"wrote {out / 'filter_sweep.png'} and {out / 'filter_sweep.md'}")
+    folder = Path(out_dir)
+    budget_curve.plot_curve(folder / "filter_sweep.png", points, real, f"{split} {GROUP}")
+    io.atomic_write_text(folder / "filter_sweep.md", sweep_markdown(reports, split, real))
+    print(f"wrote {folder / 'filter_sweep.png'} and {folder / 'filter_sweep.md'}")
 
 
 if __name__ == "__main__":
