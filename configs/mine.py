@@ -151,7 +151,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.finetune.weight_decay = 1e-4
     config.finetune.synthetic_fraction = 0.25  # share of each batch from the synthetic set
     # "class_balanced": synthetic rows drawn with every class equally often, whatever each
-    # class kept after the filter (the real rows' counterpart is an arm's +balanced)
+    # class kept after the filter (the real rows' counterpart is an arm's +balanced);
+    # "predictor_loss": each drawn in proportion to the predictor's loss on its class (a soft
+    # review.max_predictor_prob that drops nothing)
     config.finetune.synthetic_sampling = "uniform"
     config.finetune.augment = True
     config.finetune.checkpoint_every = 50

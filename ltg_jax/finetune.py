@@ -5,7 +5,9 @@ which images fill the synthetic share of each batch (`real` has none, so its bat
 real), and for the long-tail baselines in how the real rows are drawn (`sampling =
 "class_balanced"`: every class equally often) or in the loss (`logit_adjustment_tau` > 0: the
 logit-adjusted loss of Menon et al. 2021). `synthetic_sampling = "class_balanced"` draws the
-synthetic rows with every class equally often, whatever each class kept. Batch k is drawn
+synthetic rows with every class equally often, whatever each class kept; `"predictor_loss"`
+draws each in proportion to the predictor's loss on its class (a soft version of the review's
+cut at review.max_predictor_prob: nothing is dropped). Batch k is drawn
 from fold(seed, k) alone, so an interrupted run restored from its orbax checkpoint continues
 with the very batches an uninterrupted run would have seen.
 """
@@ -52,14 +54,14 @@ def mixed_batch(
     synthetic_fraction: float,
     augment: bool = True,
     class_balanced: bool = False,
-    synthetic_class_balanced: bool = False,
+    synthetic_weights: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Batch `step`: {'image' [B,H,W,C], 'label' [B]}, a fixed share drawn from the synthetic set.
 
     Rows are sampled with replacement from fold(seed, step), so any step's batch can be rebuilt
     after a restart without iterator state. `class_balanced` draws the real rows with weights
-    1 / (its class's count): each class present is drawn equally often;
-    `synthetic_class_balanced` does the same for the synthetic rows.
+    1 / (its class's count): each class present is drawn equally often. `synthetic_weights`
+    (synthetic_row_weights) are the synthetic rows' draw probabilities; None draws uniformly.
     """
     rng = np.random.default_rng([seed, step])
     n_real, n_syn = batch_split(batch_size, synthetic_fraction, len(synthetic["label"]))
@@ -69,9 +71,8 @@ def mixed_batch(
         ri = rng.integers(0, len(real["label"]), n_real)
     images, labels = [real["image"][ri]], [real["label"][ri]]
     if n_syn:
-        if synthetic_class_balanced:
-            weights = class_balanced_weights(synthetic["label"])
-            si = rng.choice(len(synthetic["label"]), n_syn, p=weights)
+        if synthetic_weights is not None:
+            si = rng.choice(len(synthetic["label"]), n_syn, p=synthetic_weights)
         else:
             si = rng.integers(0, len(synthetic["label"]), n_syn)
         images.append(synthetic["image"][si])
@@ -89,38 +90,73 @@ def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-SAMPLING = ("uniform", "class_balanced")
+def predictor_loss_weights(
+    bundle: predictor.PredictorBundle, synthetic: Mapping[str, np.ndarray], batch_size: int
+) -> np.ndarray:
+    """Draw probabilities of the synthetic rows in proportion to the bundle's cross-entropy on
+    each row's class: what the predictor gets wrong is drawn most, and nothing is cut."""
+    logits = predictor_training.predict(
+        bundle.adapted_apply, bundle.params["predictor"], synthetic["image"], batch_size
+    )["logits"]
+    log_probs = np.asarray(jax.nn.log_softmax(logits, -1), np.float64)
+    loss = -np.take_along_axis(log_probs, synthetic["label"][:, None], axis=-1)[:, 0]
+    loss = np.maximum(loss, 1e-12)  # a sample it is sure of keeps a tiny chance
+    return loss / loss.sum()
+
+
+def synthetic_row_weights(
+    bundle: predictor.PredictorBundle, synthetic: Mapping[str, np.ndarray], sampling: str,
+    batch_size: int,
+) -> np.ndarray | None:  # fmt: skip
+    """The synthetic rows' draw probabilities under `sampling`; None: uniform."""
+    if sampling == "uniform" or not len(synthetic["label"]):
+        return None
+    if sampling == "class_balanced":
+        return class_balanced_weights(synthetic["label"])
+    return predictor_loss_weights(bundle, synthetic, batch_size)
+
+
+SAMPLING = ("uniform", "class_balanced")  # of the real rows
+SYNTHETIC_SAMPLING = (*SAMPLING, "predictor_loss")
 
 
 def training_prior(
-    real_labels: np.ndarray, synthetic_labels: np.ndarray, num_classes: int, train_config
-) -> np.ndarray:
-    """[K] class frequencies of the batches fine-tuning draws (real share + synthetic share)."""
+    real_labels: np.ndarray, synthetic_labels: np.ndarray, num_classes: int, train_config,
+    synthetic_weights: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """[K] class frequencies of the batches fine-tuning draws (real share + synthetic share);
+    `synthetic_weights` as mixed_batch takes them (needed for "predictor_loss")."""
     n_real, n_syn = batch_split(
         int(train_config["batch_size"]),
         float(train_config["synthetic_fraction"]),
         len(synthetic_labels),
     )
     prior = np.zeros(num_classes)
-    for labels, rows, key in ((real_labels, n_real, "sampling"),
-                              (synthetic_labels, n_syn, "synthetic_sampling")):  # fmt: skip
+    for labels, rows, key, weights in ((real_labels, n_real, "sampling", None),
+                                       (synthetic_labels, n_syn, "synthetic_sampling",
+                                        synthetic_weights)):  # fmt: skip
         if rows and len(labels):
-            counts = np.bincount(labels, minlength=num_classes)
-            if train_config.get(key, "uniform") == "class_balanced":
-                counts = (counts > 0).astype(np.float64)  # every present class equally often
+            sampling = train_config.get(key, "uniform")
+            if weights is None and sampling == "predictor_loss":
+                raise ValueError("the predictor_loss prior needs the rows' synthetic_weights")
+            if weights is None and sampling == "class_balanced":
+                weights = class_balanced_weights(labels)  # every present class equally often
+            counts = np.bincount(labels, weights=weights, minlength=num_classes)
             prior += rows * counts / counts.sum()
     return prior / prior.sum()
 
 
 def logit_offsets(
     real: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray], num_classes: int,
-    train_config: Mapping[str, Any],
+    train_config: Mapping[str, Any], synthetic_weights: np.ndarray | None = None,
 ) -> np.ndarray | None:  # fmt: skip
     """tau * log(prior) of the logit-adjusted loss, or None when tau is 0 (plain loss)."""
     tau = float(train_config.get("logit_adjustment_tau", 0.0))
     if tau == 0.0:
         return None
-    prior = training_prior(real["label"], synthetic["label"], num_classes, train_config)
+    prior = training_prior(
+        real["label"], synthetic["label"], num_classes, train_config, synthetic_weights
+    )
     return tau * np.log(np.maximum(prior, 1e-8))  # a class never drawn: a large fixed margin
 
 
@@ -140,14 +176,18 @@ def finetune(
     `train_config` holds num_steps, batch_size, learning_rate, warmup_steps, weight_decay,
     synthetic_fraction, augment and checkpoint_every, and optionally sampling and
     synthetic_sampling ("uniform" | "class_balanced": how the real / synthetic rows of a batch
-    are drawn) and logit_adjustment_tau; `stop_after_steps` ends early, as a kill
-    would (for resumption tests); `desc` labels the progress bar.
+    are drawn; the synthetic rows also "predictor_loss") and logit_adjustment_tau;
+    `stop_after_steps` ends early, as a kill would (for resumption tests); `desc` labels the
+    progress bar.
     """
     sampling = {key: str(train_config.get(key, "uniform"))
                 for key in ("sampling", "synthetic_sampling")}  # fmt: skip
-    for key, value in sampling.items():
-        if value not in SAMPLING:
-            raise ValueError(f"--config.finetune.{key}={value!r}; use one of {SAMPLING}")
+    for key, allowed in (("sampling", SAMPLING), ("synthetic_sampling", SYNTHETIC_SAMPLING)):
+        if sampling[key] not in allowed:
+            raise ValueError(f"--config.finetune.{key}={sampling[key]!r}; use one of {allowed}")
+    synthetic_weights = synthetic_row_weights(
+        bundle, synthetic, sampling["synthetic_sampling"], int(train_config["batch_size"])
+    )
     tx = predictor_training.make_optimizer(train_config)
     mesh = parallel.data_mesh()
     # A copy on the mesh: the train step donates its state, the bundle's params serve every run.
@@ -159,7 +199,9 @@ def finetune(
     state, start = checkpointing.restore_or_init(manager, state0)
     num_steps = int(train_config["num_steps"])
     last = num_steps if stop_after_steps is None else min(num_steps, stop_after_steps)
-    offsets = logit_offsets(real, synthetic, len(bundle.class_names), train_config)
+    offsets = logit_offsets(
+        real, synthetic, len(bundle.class_names), train_config, synthetic_weights
+    )
     step_fn = predictor_training.make_train_step(bundle.adapted_apply, tx, offsets)
     started, losses = time.perf_counter(), []
     bar = parallel.progress(total=num_steps, initial=start, desc=desc, unit="step")
@@ -173,7 +215,7 @@ def finetune(
             synthetic_fraction=float(train_config["synthetic_fraction"]),
             augment=bool(train_config["augment"]),
             class_balanced=sampling["sampling"] == "class_balanced",
-            synthetic_class_balanced=sampling["synthetic_sampling"] == "class_balanced",
+            synthetic_weights=synthetic_weights,
         )  # the global batch, the same on every process: each feeds its own rows
         local = parallel.process_batch_slice(len(batch["label"]))
         batch = parallel.host_local_to_global({k: v[local] for k, v in batch.items()}, mesh)

@@ -233,9 +233,11 @@ def test_synthetic_class_balanced_draws_every_kept_class_equally_and_leaves_real
     real = {"image": np.zeros((100, 2, 2, 1), np.float32), "label": np.zeros(100, np.int32)}
     labels = np.repeat(np.arange(1, 4), [80, 15, 5]).astype(np.int32)
     syn = {"image": np.zeros((100, 2, 2, 1), np.float32), "label": labels}
+    balanced_weights = finetune.synthetic_row_weights(None, syn, "class_balanced", 64)
     batches = lambda balanced: [
         finetune.mixed_batch(real, syn, step, seed=0, batch_size=64, synthetic_fraction=0.5,
-                             augment=False, synthetic_class_balanced=balanced)["label"]
+                             augment=False,
+                             synthetic_weights=balanced_weights if balanced else None)["label"]
         for step in range(50)
     ]  # fmt: skip
     balanced, uniform = batches(True), batches(False)
@@ -459,6 +461,40 @@ def test_finetune_resumes_to_the_same_params(models, tmp_path):
     assert info["resumed_from_step"] == 2 and info["steps_this_run"] == 2
     for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_predictor_loss_draws_what_the_predictor_gets_wrong_most(models, tmp_path):
+    """Rows are drawn in proportion to the predictor's loss on their class, and the logit
+    adjustment's prior follows the same draw."""
+    from ltg_jax import predictor_training
+
+    bundle = predictor.load_predictor_bundle(models["predictor"])
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (6, 32, 32, 1)).astype(np.float32)
+    logits = predictor_training.predict(bundle.adapted_apply, bundle.params["predictor"], images,
+                                        6)["logits"]  # fmt: skip
+    order = np.argsort(logits[0])  # image 0 labelled with its least and its most likely class
+    labels = np.asarray([order[0], order[-1], 1, 2, 3, 4], np.int32)
+    syn = {"image": images, "label": labels}
+    weights = finetune.synthetic_row_weights(bundle, syn, "predictor_loss", 4)
+    loss = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), labels[:, None], -1)[:, 0]
+    np.testing.assert_allclose(weights, loss / loss.sum(), rtol=1e-5)
+    assert weights[0] > weights[1]
+    real = {"image": images[:2], "label": np.zeros(2, np.int32)}
+    draws = np.concatenate([
+        finetune.mixed_batch(real, syn, step, seed=0, batch_size=8, synthetic_fraction=1.0,
+                             augment=False, synthetic_weights=weights)["image"][:, 0, 0, 0]
+        for step in range(400)
+    ])  # fmt: skip
+    share = np.asarray([(draws == images[i, 0, 0, 0]).mean() for i in range(6)])
+    np.testing.assert_allclose(share, weights, atol=0.02)
+    train = {"batch_size": 8, "synthetic_fraction": 1.0, "synthetic_sampling": "predictor_loss"}
+    prior = finetune.training_prior(real["label"], labels, 10, train, weights)
+    np.testing.assert_allclose(prior, np.bincount(labels, weights, minlength=10), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the rows' synthetic_weights"):
+        finetune.training_prior(real["label"], labels, 10, train)
+    with pytest.raises(ValueError, match="finetune.sampling='predictor_loss'"):
+        finetune.finetune(bundle, real, syn, {**train, "sampling": "predictor_loss"}, 0, tmp_path)
 
 
 def test_mixed_batch_share_and_determinism():
